@@ -1,0 +1,49 @@
+//! # robal-data
+//!
+//! Long-tailed image classification data for robal-rs, usable on its own:
+//!
+//! - [`cifar`]: the official CIFAR-10/100 binary formats, from batch files,
+//!   folders or the `.tar.gz` ([`cifar::read`]);
+//! - [`download`]: resumable, md5-checked, atomically extracted downloads;
+//! - [`longtail`]: `exp`/`step` long-tailed subsets with the reference code's
+//!   exact image choice ([`Selection::Reference`]) or our own seeded one;
+//! - [`imagenet_lt`]: ImageNet-LT split files over an image root;
+//! - [`embedded`]: the compiled-in default set `mnist-lt`;
+//! - [`loader`]: the threaded batch pipeline producing candle tensors;
+//! - [`meta`]: class names, counts, prior pi and shot groups;
+//! - [`atomic`]: temp-file-and-rename writes.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use robal_data::{load_embedded, Dataset, Loader, LoaderConfig, Split};
+//! # fn main() -> robal_data::Result<()> {
+//! let train = load_embedded("mnist-lt", Split::Train)?;
+//! println!("prior {:?}", train.classes().prior());
+//! let loader = Loader::new(Arc::new(train), LoaderConfig::train(64, 0), candle_core::Device::Cpu)?;
+//! let batch = loader.epoch(0).next().expect("one batch")?;
+//! assert_eq!(batch.images.dims(), &[64, 1, 28, 28]);
+//! # Ok(()) }
+//! ```
+
+pub mod atomic;
+pub mod cifar;
+pub mod dataset;
+pub mod download;
+pub mod embedded;
+pub mod error;
+pub mod imagenet_lt;
+pub mod loader;
+pub mod longtail;
+pub mod meta;
+pub mod numpy_rng;
+
+pub use atomic::write_atomic;
+pub use cifar::{Cifar, Split};
+pub use dataset::{AugmentRng, Dataset, ImageSet, ImageShape, PadCropFlip};
+pub use embedded::{load_embedded, MNIST_LT};
+pub use error::{DataError, Result};
+pub use imagenet_lt::{CropConfig, ImageNetLt};
+pub use loader::{Batch, Batches, Loader, LoaderConfig, Sampler};
+pub use longtail::{long_tailed, select, Profile, Selection};
+pub use meta::{ClassInfo, ShotGroup};
+pub use numpy_rng::NumpyLegacyRng;

@@ -1,0 +1,25 @@
+//! `cargo xtask`: robal-rs's task runner.
+
+mod data;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "robal-rs tasks: data sets, training, evaluation")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Download data sets, rebuild the embedded set, describe a data set.
+    Data(data::DataArgs),
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Data(args) => data::run(args),
+    }
+}
