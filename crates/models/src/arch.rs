@@ -1,0 +1,132 @@
+//! Architecture and head settings: serialisable, parsed from short names such as
+//! `wrn-34-10`, and stored in checkpoints so a file rebuilds its own model.
+
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{invalid, ModelError};
+
+/// A backbone architecture.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Arch {
+    /// WideResNet-depth-widen (pre-activation), optional dropout.
+    WideResNet {
+        /// Depth 6n+4.
+        depth: usize,
+        /// Width multiplier.
+        widen: usize,
+        /// Dropout probability inside blocks.
+        dropout: f64,
+    },
+    /// ResNet-18, CIFAR form.
+    ResNet18,
+    /// PreAct-ResNet-18, CIFAR form.
+    PreActResNet18,
+    /// ResNet-18, ImageNet form.
+    ResNet18ImageNet,
+    /// ResNet-50, ImageNet form.
+    ResNet50ImageNet,
+    /// The small CNN for 28x28 digits.
+    SmallCnn,
+}
+
+impl Arch {
+    /// The short name this parses from.
+    pub fn name(&self) -> String {
+        match self {
+            Arch::WideResNet { depth, widen, .. } => format!("wrn-{depth}-{widen}"),
+            Arch::ResNet18 => "resnet18".into(),
+            Arch::PreActResNet18 => "preact-resnet18".into(),
+            Arch::ResNet18ImageNet => "resnet18-imagenet".into(),
+            Arch::ResNet50ImageNet => "resnet50-imagenet".into(),
+            Arch::SmallCnn => "small-cnn".into(),
+        }
+    }
+}
+
+impl FromStr for Arch {
+    type Err = ModelError;
+
+    /// `wrn-D-K`, `resnet18`, `preact-resnet18`, `resnet18-imagenet`, `resnet50-imagenet`, `small-cnn`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let lower = s.to_ascii_lowercase();
+        Ok(match lower.as_str() {
+            "resnet18" | "resnet-18" => Arch::ResNet18,
+            "preact-resnet18" | "preactresnet18" | "preact-resnet-18" => Arch::PreActResNet18,
+            "resnet18-imagenet" => Arch::ResNet18ImageNet,
+            "resnet50-imagenet" => Arch::ResNet50ImageNet,
+            "small-cnn" | "smallcnn" => Arch::SmallCnn,
+            other => {
+                let parts: Vec<&str> = other.split('-').collect();
+                match parts.as_slice() {
+                    ["wrn", d, k] => Arch::WideResNet {
+                        depth: d.parse().map_err(|_| invalid("architecture", format!("{s:?}: depth {d:?} is not a number")))?,
+                        widen: k.parse().map_err(|_| invalid("architecture", format!("{s:?}: width {k:?} is not a number")))?,
+                        dropout: 0.0,
+                    },
+                    _ => {
+                        return Err(invalid(
+                            "architecture",
+                            format!("{s:?}; expected wrn-D-K, resnet18, preact-resnet18, resnet18-imagenet, resnet50-imagenet or small-cnn"),
+                        ))
+                    }
+                }
+            }
+        })
+    }
+}
+
+/// A classifier head on the pooled feature.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum HeadConfig {
+    /// z = W f + b.
+    Fc,
+    /// z_c = s * <f/||f||, w_c/(||w_c|| + gamma)> (+ b_c if `bias`, else b = 0 frozen).
+    Cosine {
+        /// Logit scale s.
+        scale: f64,
+        /// gamma in the weight normaliser.
+        gamma: f64,
+        /// Learn a bias (off by default: frozen at zero).
+        bias: bool,
+    },
+    /// tau-normalised FC weights: z_c = <w_c / ||w_c||^tau, f> + b_c.
+    TauNorm {
+        /// Normalisation power tau.
+        tau: f64,
+    },
+    /// Learnable weight scaling: z_c = g_c (W f + b)_c with learnable g (init 1).
+    Lws,
+}
+
+impl HeadConfig {
+    /// The paper's cosine head for evaluation: s = 10, gamma = 0.03125, no bias.
+    pub const ROBAL_EVAL: Self = HeadConfig::Cosine { scale: 10.0, gamma: 0.03125, bias: false };
+}
+
+/// Per-channel input normalisation inside the model: (x - mean_c) / std_c.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Normalization {
+    /// Channel means.
+    pub mean: Vec<f32>,
+    /// Channel standard deviations.
+    pub std: Vec<f32>,
+}
+
+/// Everything needed to rebuild a model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    /// Backbone.
+    pub arch: Arch,
+    /// Input channels (1 for digits, 3 for CIFAR/ImageNet).
+    pub in_channels: usize,
+    /// Number of classes.
+    pub num_classes: usize,
+    /// Head.
+    pub head: HeadConfig,
+    /// Optional input normalisation.
+    pub normalization: Option<Normalization>,
+}

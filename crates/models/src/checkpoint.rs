@@ -1,0 +1,173 @@
+//! safetensors checkpoints that rebuild their own model, and import of the
+//! reference implementation's PyTorch `state_dict` files.
+//!
+//! Metadata keys (all strings): `robal.format` ("1"), `robal.model` (the
+//! [`ModelConfig`] as JSON), `robal.class_counts` (JSON list, optional),
+//! `robal.posthoc_tau` (optional), `robal.epoch`, and any caller extras under
+//! their own keys (e.g. the trainer's state).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::arch::ModelConfig;
+use crate::classifier::Classifier;
+use crate::error::{ModelError, Result};
+
+/// What a checkpoint holds beside the tensors.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CheckpointInfo {
+    /// Training epoch at which it was written.
+    pub epoch: u64,
+    /// Other metadata entries (keys not starting with `robal.`).
+    pub extra: BTreeMap<String, String>,
+}
+
+fn ckpt_err(path: &Path, reason: impl Into<String>) -> ModelError {
+    ModelError::Checkpoint { path: path.to_path_buf(), reason: reason.into() }
+}
+
+/// Save every parameter and buffer of `model` with its settings, atomically.
+pub fn save(model: &Classifier, path: &Path, info: &CheckpointInfo) -> Result<()> {
+    let mut meta: HashMap<String, String> = info.extra.clone().into_iter().collect();
+    meta.insert("robal.format".into(), "1".into());
+    meta.insert(
+        "robal.model".into(),
+        serde_json::to_string(model.config()).map_err(|e| ckpt_err(path, e.to_string()))?,
+    );
+    meta.insert("robal.epoch".into(), info.epoch.to_string());
+    if let Some(c) = model.class_counts() {
+        meta.insert("robal.class_counts".into(), serde_json::to_string(c).map_err(|e| ckpt_err(path, e.to_string()))?);
+    }
+    if let Some(t) = model.posthoc_tau() {
+        meta.insert("robal.posthoc_tau".into(), format!("{t:?}"));
+    }
+    let state: Vec<(String, Tensor)> = model
+        .store()
+        .state()
+        .into_iter()
+        .map(|(n, t)| Ok((n, t.to_device(&Device::Cpu)?.contiguous()?)))
+        .collect::<Result<_>>()?;
+    let bytes = safetensors::serialize(state.iter().map(|(n, t)| (n.as_str(), t)), Some(meta))
+        .map_err(|e| ckpt_err(path, e.to_string()))?;
+    robal_data::write_atomic(path, &bytes)?;
+    Ok(())
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| {
+        ckpt_err(
+            path,
+            if e.kind() == std::io::ErrorKind::NotFound {
+                "checkpoint not found".to_string()
+            } else {
+                format!("cannot read: {e}")
+            },
+        )
+    })
+}
+
+/// Tensors and metadata of a safetensors file.
+fn read_safetensors(path: &Path) -> Result<(BTreeMap<String, Tensor>, HashMap<String, String>)> {
+    let bytes = read_file(path)?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| ckpt_err(path, format!("not a safetensors file (truncated or corrupt?): {e}")))?;
+    let meta = header.metadata().clone().unwrap_or_default();
+    let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
+        .map_err(|e| ckpt_err(path, format!("cannot decode tensors: {e}")))?;
+    Ok((tensors.into_iter().collect(), meta))
+}
+
+/// Load a robal-rs checkpoint: rebuilds the model from its metadata, then loads
+/// every tensor (exact names and shapes required).
+pub fn load(path: &Path, device: &Device) -> Result<(Classifier, CheckpointInfo)> {
+    let (tensors, meta) = read_safetensors(path)?;
+    let config_json = meta.get("robal.model").ok_or_else(|| {
+        ckpt_err(path, "no `robal.model` metadata: not a robal-rs checkpoint (a PyTorch or foreign file needs --arch/--head flags and import)")
+    })?;
+    let config: ModelConfig =
+        serde_json::from_str(config_json).map_err(|e| ckpt_err(path, format!("bad `robal.model` metadata: {e}")))?;
+    let mut model = Classifier::new(config, device, 0)?;
+    load_state(&model, path, &tensors)?;
+    if let Some(c) = meta.get("robal.class_counts") {
+        let counts: Vec<usize> =
+            serde_json::from_str(c).map_err(|e| ckpt_err(path, format!("bad `robal.class_counts`: {e}")))?;
+        model.set_class_counts(counts)?;
+    }
+    if let Some(t) = meta.get("robal.posthoc_tau") {
+        let tau: f64 = t.parse().map_err(|_| ckpt_err(path, format!("bad `robal.posthoc_tau` {t:?}")))?;
+        model.set_posthoc(Some(tau))?;
+    }
+    let epoch = meta.get("robal.epoch").and_then(|e| e.parse().ok()).unwrap_or(0);
+    let extra = meta.into_iter().filter(|(k, _)| !k.starts_with("robal.")).collect();
+    Ok((model, CheckpointInfo { epoch, extra }))
+}
+
+/// Load the tensors of `path` into an existing model (e.g. one built from flags),
+/// reporting missing, unexpected and mis-shaped tensors.
+pub fn load_weights(model: &Classifier, path: &Path) -> Result<()> {
+    let (tensors, _) = read_safetensors(path)?;
+    load_state(model, path, &tensors)
+}
+
+fn load_state(model: &Classifier, path: &Path, tensors: &BTreeMap<String, Tensor>) -> Result<()> {
+    model.store().load_state(tensors).map_err(|report| ModelError::Mismatch { path: path.to_path_buf(), report })
+}
+
+/// Rename one tensor of the reference PyTorch code to ours, or `None` to skip it:
+/// strips `model.`/`module.` wrappers; `classifier.fc.*` and `classifier.*` become
+/// `head.*`; BatchNorm's `num_batches_tracked` and the unused `sub_block1` of the
+/// TRADES WideResNet are dropped.
+pub fn map_reference_name(name: &str) -> Option<String> {
+    let mut n = name;
+    for prefix in ["model.", "module."] {
+        if let Some(rest) = n.strip_prefix(prefix) {
+            n = rest;
+        }
+    }
+    if n.ends_with("num_batches_tracked") || n.starts_with("backbone.sub_block1.") {
+        return None;
+    }
+    if let Some(rest) = n.strip_prefix("classifier.fc.") {
+        return Some(format!("head.{rest}"));
+    }
+    if let Some(rest) = n.strip_prefix("classifier.") {
+        return Some(format!("head.{rest}"));
+    }
+    Some(n.to_string())
+}
+
+/// Load a PyTorch checkpoint of the reference implementation (a `state_dict`, or a
+/// dict holding one under `state_dict`/`model`) into `model`, mapping names with
+/// [`map_reference_name`]. The architecture comes from the caller.
+pub fn import_pytorch(model: &Classifier, path: &Path) -> Result<()> {
+    if !path.is_file() {
+        return Err(ckpt_err(path, "checkpoint not found"));
+    }
+    let mut raw = candle_core::pickle::read_all(path)
+        .map_err(|e| ckpt_err(path, format!("not a readable PyTorch checkpoint: {e}")))?;
+    if raw.is_empty() {
+        for key in ["state_dict", "model"] {
+            raw = candle_core::pickle::read_all_with_key(path, Some(key)).unwrap_or_default();
+            if !raw.is_empty() {
+                break;
+            }
+        }
+    }
+    if raw.is_empty() {
+        return Err(ckpt_err(path, "no tensors found (expected a state_dict, or a dict with `state_dict`)"));
+    }
+    let mut tensors = BTreeMap::new();
+    for (name, t) in raw {
+        if let Some(ours) = map_reference_name(&name) {
+            tensors.insert(ours, t.to_dtype(DType::F32)?);
+        }
+    }
+    load_state(model, path, &tensors)
+}
+
+/// Path helper: `dir/name` as a `PathBuf`.
+pub fn in_dir(dir: &Path, name: &str) -> PathBuf {
+    dir.join(name)
+}

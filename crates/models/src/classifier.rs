@@ -1,0 +1,189 @@
+//! A whole classifier: optional input normalisation, backbone, head, and an
+//! optional post-hoc boundary adjustment at inference.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use candle_core::{Device, Tensor};
+
+use crate::arch::{HeadConfig, ModelConfig};
+use crate::backbone::Backbone;
+use crate::error::{invalid, Result};
+use crate::head::Head;
+use crate::layers::Mode;
+use crate::store::ParamStore;
+
+/// The model robal-rs trains and attacks: logits = head(backbone(normalise(x))) - tau_p log(pi).
+#[derive(Debug)]
+pub struct Classifier {
+    config: ModelConfig,
+    store: ParamStore,
+    backbone: Backbone,
+    head: Head,
+    norm: Option<(Tensor, Tensor)>,
+    class_counts: Option<Vec<usize>>,
+    posthoc: Option<(f64, Tensor)>,
+    forward_count: AtomicU64,
+    seed: u64,
+}
+
+impl Classifier {
+    /// Build `config` on `device`; every tensor's init is drawn from (seed, name).
+    pub fn new(config: ModelConfig, device: &Device, seed: u64) -> Result<Self> {
+        let store = ParamStore::new(device.clone(), seed);
+        let root = store.root();
+        let backbone = Backbone::new(&root.pp("backbone"), &config.arch, config.in_channels)?;
+        let head = Head::new(&root.pp("head"), config.head, backbone.feature_dim(), config.num_classes)?;
+        let norm = match &config.normalization {
+            None => None,
+            Some(n) => {
+                if n.mean.len() != config.in_channels
+                    || n.std.len() != config.in_channels
+                    || n.std.iter().any(|&s| s <= 0.0)
+                {
+                    return Err(invalid(
+                        "input normalisation",
+                        format!("mean {:?}, std {:?}: need {} values each, std > 0", n.mean, n.std, config.in_channels),
+                    ));
+                }
+                let c = config.in_channels;
+                Some((
+                    Tensor::from_vec(n.mean.clone(), (1, c, 1, 1), device)?,
+                    Tensor::from_vec(n.std.clone(), (1, c, 1, 1), device)?,
+                ))
+            }
+        };
+        Ok(Self {
+            config,
+            store,
+            backbone,
+            head,
+            norm,
+            class_counts: None,
+            posthoc: None,
+            forward_count: AtomicU64::new(0),
+            seed,
+        })
+    }
+
+    /// The settings that rebuild this model.
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// All tensors by name.
+    pub fn store(&self) -> &ParamStore {
+        &self.store
+    }
+
+    /// The device.
+    pub fn device(&self) -> &Device {
+        self.store.device()
+    }
+
+    /// Training counts per class, if known (needed for post-hoc adjustment).
+    pub fn class_counts(&self) -> Option<&[usize]> {
+        self.class_counts.as_deref()
+    }
+
+    /// Record the training counts per class (stored in checkpoints).
+    pub fn set_class_counts(&mut self, counts: Vec<usize>) -> Result<()> {
+        if counts.len() != self.config.num_classes || counts.contains(&0) {
+            return Err(invalid(
+                "class counts",
+                format!("{} counts for {} classes (every count must be > 0)", counts.len(), self.config.num_classes),
+            ));
+        }
+        self.class_counts = Some(counts);
+        Ok(())
+    }
+
+    /// Switch boundary adjustment on (`Some(tau_p)`: logits - tau_p * log(pi)) or off.
+    /// Needs the class counts.
+    pub fn set_posthoc(&mut self, tau_p: Option<f64>) -> Result<()> {
+        self.posthoc = match tau_p {
+            None => None,
+            Some(tau) => {
+                let counts = self.class_counts.as_ref().ok_or_else(|| {
+                    invalid(
+                        "post-hoc adjustment",
+                        "needs the training counts per class (set_class_counts or a checkpoint that has them)",
+                    )
+                })?;
+                let total: usize = counts.iter().sum();
+                let shift: Vec<f32> = counts.iter().map(|&n| (tau * (n as f64 / total as f64).ln()) as f32).collect();
+                Some((tau, Tensor::from_vec(shift, (1, counts.len()), self.device())?))
+            }
+        };
+        Ok(())
+    }
+
+    /// tau_p of the post-hoc adjustment in use, if any.
+    pub fn posthoc_tau(&self) -> Option<f64> {
+        self.posthoc.as_ref().map(|(t, _)| *t)
+    }
+
+    /// Pooled features (N, d) of images (N, C, H, W) in [0,1].
+    pub fn features(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        let x = match &self.norm {
+            Some((m, s)) => x.broadcast_sub(m)?.broadcast_div(s)?,
+            None => x.clone(),
+        };
+        let seed = match mode {
+            Mode::Train => {
+                self.seed ^ self.forward_count.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            }
+            Mode::Eval => 0,
+        };
+        self.backbone.forward(&x, mode, seed)
+    }
+
+    /// Logits of features, with the post-hoc adjustment if switched on.
+    pub fn logits_from_features(&self, f: &Tensor) -> Result<Tensor> {
+        let z = self.head.forward(f)?;
+        Ok(match &self.posthoc {
+            Some((_, shift)) => z.broadcast_sub(shift)?,
+            None => z,
+        })
+    }
+
+    /// Logits (N, classes) of images (N, C, H, W) in [0,1].
+    pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        self.logits_from_features(&self.features(x, mode)?)
+    }
+
+    /// Replace the head with a fresh one of `config` (classifier re-training), or
+    /// re-use the trained weight and bias (`keep_weights`: FC -> tau-norm or LWS).
+    pub fn replace_head(&mut self, config: HeadConfig, keep_weights: bool) -> Result<()> {
+        let kept = if keep_weights {
+            if matches!(config, HeadConfig::Cosine { .. })
+                || matches!(self.config.head, HeadConfig::Cosine { bias: false, .. })
+            {
+                return Err(invalid(
+                    "head swap",
+                    "weights can only be kept between FC-style heads (fc, tau-norm, lws)",
+                ));
+            }
+            Some(
+                self.store
+                    .state()
+                    .into_iter()
+                    .filter(|(n, _)| n == "head.weight" || n == "head.bias")
+                    .collect::<Vec<_>>(),
+            )
+        } else {
+            None
+        };
+        self.store.remove_prefix("head.");
+        self.head =
+            Head::new(&self.store.root().pp("head"), config, self.backbone.feature_dim(), self.config.num_classes)?;
+        if let Some(kept) = kept {
+            for (name, value) in kept {
+                if let Some((_, var)) = self.store.trainable("head.").into_iter().find(|(n, _)| *n == name) {
+                    var.set(&value)?;
+                }
+            }
+        }
+        self.config.head = config;
+        Ok(())
+    }
+}

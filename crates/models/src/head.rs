@@ -1,0 +1,97 @@
+//! Classifier heads on the pooled feature f (N, d): FC, the scale-invariant
+//! cosine head of RoBal, tau-normalised weights and learnable weight scaling.
+
+use candle_core::{Tensor, D};
+
+use crate::arch::HeadConfig;
+use crate::error::{invalid, Result};
+use crate::store::{Init, StorePath};
+
+/// Smallest norm used when normalising, so an all-zero feature gives zero logits, not NaN.
+pub const NORM_FLOOR: f64 = 1e-12;
+
+/// A head: `weight` (C, d) and, depending on the kind, `bias` (C,) and `gains` (C,).
+#[derive(Clone, Debug)]
+pub struct Head {
+    config: HeadConfig,
+    weight: Tensor,
+    bias: Option<Tensor>,
+    gains: Option<Tensor>,
+}
+
+/// Row-wise L2 norms (C, 1) of a matrix.
+fn row_norms(w: &Tensor) -> Result<Tensor> {
+    Ok(w.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?)
+}
+
+impl Head {
+    /// A freshly initialised head under `p` (names `weight`, `bias`, `gains`):
+    /// weight Uniform(+-1/sqrt(d)), bias 0, gains 1.
+    pub fn new(p: &StorePath, config: HeadConfig, dim: usize, classes: usize) -> Result<Self> {
+        if classes == 0 {
+            return Err(invalid("number of classes", "0"));
+        }
+        let bound = 1.0 / (dim as f64).sqrt();
+        let weight = p.param("weight", &[classes, dim], Init::Uniform { bound })?;
+        let has_bias = match config {
+            HeadConfig::Cosine { scale, gamma, bias } => {
+                if !(scale > 0.0 && gamma >= 0.0) {
+                    return Err(invalid(
+                        "cosine head",
+                        format!("scale {scale}, gamma {gamma}: need scale > 0, gamma >= 0"),
+                    ));
+                }
+                bias
+            }
+            HeadConfig::TauNorm { tau } if !(0.0..=2.0).contains(&tau) => {
+                return Err(invalid("tau-norm head", format!("tau {tau}: expected 0..=2")))
+            }
+            _ => true,
+        };
+        let bias = if has_bias { Some(p.param("bias", &[classes], Init::Const(0.0))?) } else { None };
+        let gains =
+            if config == HeadConfig::Lws { Some(p.param("gains", &[classes], Init::Const(1.0))?) } else { None };
+        Ok(Self { config, weight, bias, gains })
+    }
+
+    /// The head's settings.
+    pub fn config(&self) -> HeadConfig {
+        self.config
+    }
+
+    /// Logits (N, C) of features `f` (N, d):
+    /// - FC: f W^T + b;
+    /// - cosine: s * (f/||f||) (W_c/(||W_c|| + gamma))^T (+ b);
+    /// - tau-norm: f (W_c/||W_c||^tau)^T + b;
+    /// - LWS: g * (f W^T + b).
+    pub fn forward(&self, f: &Tensor) -> Result<Tensor> {
+        let linear = |w: &Tensor| -> Result<Tensor> {
+            let z = f.matmul(&w.t()?)?;
+            Ok(match &self.bias {
+                Some(b) => z.broadcast_add(b)?,
+                None => z,
+            })
+        };
+        match self.config {
+            HeadConfig::Fc => linear(&self.weight),
+            HeadConfig::Cosine { scale, gamma, .. } => {
+                let fnorm = row_norms(f)?.maximum(NORM_FLOOR)?;
+                let fhat = f.broadcast_div(&fnorm)?;
+                let what = self.weight.broadcast_div(&(row_norms(&self.weight)? + gamma)?)?;
+                let z = (fhat.matmul(&what.t()?)? * scale)?;
+                Ok(match &self.bias {
+                    Some(b) => z.broadcast_add(b)?,
+                    None => z,
+                })
+            }
+            HeadConfig::TauNorm { tau } => {
+                let n = row_norms(&self.weight)?.maximum(NORM_FLOOR)?.powf(tau)?;
+                linear(&self.weight.broadcast_div(&n)?)
+            }
+            HeadConfig::Lws => {
+                let gains = self.gains.as_ref().ok_or_else(|| invalid("LWS head", "gains missing"))?;
+                Ok(linear(&self.weight)?.broadcast_mul(gains)?)
+            }
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! The layers every backbone is built from, with PyTorch's semantics and the
+//! reference implementation's initialisation.
+
+use candle_core::{Tensor, Var, D};
+
+use crate::error::Result;
+use crate::store::{Init, StorePath};
+
+/// Whether a forward pass trains (batch statistics, running-stat updates, dropout)
+/// or evaluates (running statistics, no state change).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Training mode.
+    Train,
+    /// Evaluation mode: never changes any state of the model.
+    Eval,
+}
+
+/// 2-D convolution without bias: weight (out, in, k, k), init Normal(0, 2 / (k*k*out)).
+#[derive(Clone, Debug)]
+pub struct Conv2d {
+    weight: Tensor,
+    stride: usize,
+    padding: usize,
+}
+
+impl Conv2d {
+    /// A `k` x `k` convolution `cin -> cout` with the given stride and padding.
+    pub fn new(p: &StorePath, cin: usize, cout: usize, k: usize, stride: usize, padding: usize) -> Result<Self> {
+        let std = (2.0 / (k * k * cout) as f64).sqrt();
+        let weight = p.param("weight", &[cout, cin, k, k], Init::Normal { std })?;
+        Ok(Self { weight, stride, padding })
+    }
+
+    /// y = conv(x, W) with the layer's stride and zero padding.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?)
+    }
+}
+
+/// BatchNorm over (N, H, W) per channel with affine weight (init 1) and bias (init 0).
+///
+/// Train: y = (x - mean_b) / sqrt(var_b + eps) * w + b with the biased batch variance,
+/// and running_mean <- (1 - m) running_mean + m mean_b,
+/// running_var <- (1 - m) running_var + m var_b * n / (n - 1), n = N*H*W (PyTorch's rule).
+/// Eval: the same with running statistics; nothing changes.
+#[derive(Clone, Debug)]
+pub struct BatchNorm2d {
+    weight: Tensor,
+    bias: Tensor,
+    running_mean: Var,
+    running_var: Var,
+    momentum: f64,
+    eps: f64,
+}
+
+impl BatchNorm2d {
+    /// BatchNorm over `c` channels, momentum 0.1, eps 1e-5.
+    pub fn new(p: &StorePath, c: usize) -> Result<Self> {
+        Ok(Self {
+            weight: p.param("weight", &[c], Init::Const(1.0))?,
+            bias: p.param("bias", &[c], Init::Const(0.0))?,
+            running_mean: p.buffer("running_mean", &[c], Init::Const(0.0))?,
+            running_var: p.buffer("running_var", &[c], Init::Const(1.0))?,
+            momentum: 0.1,
+            eps: 1e-5,
+        })
+    }
+
+    /// Normalise `x` (N, C, H, W) or (N, C).
+    pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        let c = x.dim(1)?;
+        let mut shape = vec![1usize; x.rank()];
+        shape[1] = c;
+        let (mean, var) = match mode {
+            Mode::Train => {
+                let dims: Vec<usize> = (0..x.rank()).filter(|&d| d != 1).collect();
+                let n = x.elem_count() / c;
+                let mean = x.mean_keepdim(dims.as_slice())?;
+                let centred = x.broadcast_sub(&mean)?;
+                let var = centred.sqr()?.mean_keepdim(dims.as_slice())?;
+                let m = self.momentum;
+                let (bm, bv) = (mean.detach().flatten_all()?, var.detach().flatten_all()?);
+                let unbiased = if n > 1 { n as f64 / (n as f64 - 1.0) } else { 1.0 };
+                self.running_mean.set(&((self.running_mean.as_tensor() * (1.0 - m))? + (bm * m)?)?)?;
+                self.running_var.set(&((self.running_var.as_tensor() * (1.0 - m))? + (bv * (m * unbiased))?)?)?;
+                (mean, var)
+            }
+            Mode::Eval => (
+                self.running_mean.as_detached_tensor().reshape(shape.as_slice())?,
+                self.running_var.as_detached_tensor().reshape(shape.as_slice())?,
+            ),
+        };
+        let scale = (var + self.eps)?.sqrt()?.recip()?.broadcast_mul(&self.weight.reshape(shape.as_slice())?)?;
+        Ok(x.broadcast_sub(&mean)?.broadcast_mul(&scale)?.broadcast_add(&self.bias.reshape(shape.as_slice())?)?)
+    }
+
+    /// The running mean (a copy).
+    pub fn running_mean(&self) -> Tensor {
+        self.running_mean.as_detached_tensor()
+    }
+
+    /// The running variance (a copy).
+    pub fn running_var(&self) -> Tensor {
+        self.running_var.as_detached_tensor()
+    }
+}
+
+/// Linear layer y = x W^T + b, weight (out, in) init Uniform(+-1/sqrt(in)) (PyTorch's
+/// default), bias init 0 (the reference zeroes it).
+#[derive(Clone, Debug)]
+pub struct Linear {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl Linear {
+    /// A linear layer `din -> dout`.
+    pub fn new(p: &StorePath, din: usize, dout: usize) -> Result<Self> {
+        let bound = 1.0 / (din as f64).sqrt();
+        Ok(Self {
+            weight: p.param("weight", &[dout, din], Init::Uniform { bound })?,
+            bias: p.param("bias", &[dout], Init::Const(0.0))?,
+        })
+    }
+
+    /// x W^T + b.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)?)
+    }
+
+    /// The weight (out, in).
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// The bias (out,).
+    pub fn bias(&self) -> &Tensor {
+        &self.bias
+    }
+}
+
+/// Global average pool (N, C, H, W) -> (N, C).
+pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
+    Ok(x.mean(D::Minus1)?.mean(D::Minus1)?)
+}
+
+/// Inverted dropout with a mask drawn from `seed` (deterministic): in training mode
+/// each element is zeroed with probability `p` and the rest scaled by 1/(1-p).
+pub fn dropout(x: &Tensor, p: f64, mode: Mode, seed: u64) -> Result<Tensor> {
+    if mode == Mode::Eval || p == 0.0 {
+        return Ok(x.clone());
+    }
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let keep = 1.0 / (1.0 - p);
+    let mask: Vec<f32> = (0..x.elem_count()).map(|_| if rng.random_bool(p) { 0.0 } else { keep as f32 }).collect();
+    let mask = Tensor::from_vec(mask, x.shape(), x.device())?;
+    Ok((x * mask)?)
+}

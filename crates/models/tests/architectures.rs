@@ -1,0 +1,85 @@
+//! Every architecture builds, gives the documented feature size, and rejects bad settings.
+
+use candle_core::{DType, Device, Tensor};
+use robal_models::{Arch, Classifier, HeadConfig, Mode, ModelConfig, Normalization};
+
+fn logits(arch: Arch, c: usize, hw: usize) -> Vec<usize> {
+    let config = ModelConfig { arch, in_channels: c, num_classes: 7, head: HeadConfig::Fc, normalization: None };
+    let m = Classifier::new(config, &Device::Cpu, 0).unwrap();
+    let x = Tensor::rand(0f32, 1.0, (2, c, hw, hw), &Device::Cpu).unwrap();
+    assert_eq!(m.features(&x, Mode::Eval).unwrap().dim(0).unwrap(), 2);
+    m.forward(&x, Mode::Eval).unwrap().dims().to_vec()
+}
+
+#[test]
+fn every_backbone_runs() {
+    assert_eq!(logits(Arch::SmallCnn, 1, 28), [2, 7]);
+    assert_eq!(logits(Arch::WideResNet { depth: 16, widen: 1, dropout: 0.3 }, 3, 32), [2, 7]);
+    assert_eq!(logits(Arch::ResNet18, 3, 32), [2, 7]);
+    assert_eq!(logits(Arch::PreActResNet18, 3, 32), [2, 7]);
+    assert_eq!(logits(Arch::ResNet18ImageNet, 3, 64), [2, 7]);
+    assert_eq!(logits(Arch::ResNet50ImageNet, 3, 32), [2, 7]);
+}
+
+#[test]
+fn names_parse_and_bad_settings_are_rejected() {
+    assert_eq!("wrn-34-10".parse::<Arch>().unwrap(), Arch::WideResNet { depth: 34, widen: 10, dropout: 0.0 });
+    assert_eq!("PreAct-ResNet18".parse::<Arch>().unwrap(), Arch::PreActResNet18);
+    assert_eq!(Arch::WideResNet { depth: 28, widen: 10, dropout: 0.0 }.name(), "wrn-28-10");
+    let e = "vgg16".parse::<Arch>().unwrap_err().to_string();
+    assert!(e.contains("vgg16") && e.contains("wrn-D-K"), "{e}");
+    let bad = ModelConfig {
+        arch: Arch::WideResNet { depth: 33, widen: 10, dropout: 0.0 },
+        in_channels: 3,
+        num_classes: 10,
+        head: HeadConfig::Fc,
+        normalization: None,
+    };
+    let e = Classifier::new(bad.clone(), &Device::Cpu, 0).unwrap_err().to_string();
+    assert!(e.contains("depth 33"), "{e}");
+    let norm = ModelConfig {
+        arch: Arch::SmallCnn,
+        in_channels: 1,
+        normalization: Some(Normalization { mean: vec![0.1, 0.2], std: vec![1.0, 1.0] }),
+        ..bad
+    };
+    assert!(Classifier::new(norm, &Device::Cpu, 0).unwrap_err().to_string().contains("input normalisation"));
+}
+
+#[test]
+fn input_normalisation_is_applied_inside_the_model() {
+    let base =
+        ModelConfig { arch: Arch::SmallCnn, in_channels: 1, num_classes: 3, head: HeadConfig::Fc, normalization: None };
+    let plain = Classifier::new(base.clone(), &Device::Cpu, 9).unwrap();
+    let normed = Classifier::new(
+        ModelConfig { normalization: Some(Normalization { mean: vec![0.5], std: vec![0.25] }), ..base },
+        &Device::Cpu,
+        9,
+    )
+    .unwrap();
+    let x = Tensor::rand(0f32, 1.0, (2, 1, 28, 28), &Device::Cpu).unwrap();
+    let by_hand = ((&x - 0.5).unwrap() / 0.25).unwrap();
+    let (a, b) = (normed.forward(&x, Mode::Eval).unwrap(), plain.forward(&by_hand, Mode::Eval).unwrap());
+    let d: f32 = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap();
+    assert!(d < 1e-5, "{d}");
+    assert_eq!(x.dtype(), DType::F32);
+}
+
+#[test]
+fn same_seed_same_weights_different_seed_different() {
+    let c =
+        ModelConfig { arch: Arch::SmallCnn, in_channels: 1, num_classes: 3, head: HeadConfig::Fc, normalization: None };
+    let w = |seed| {
+        Classifier::new(c.clone(), &Device::Cpu, seed).unwrap().store().state()["backbone.conv2.weight"]
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+    };
+    assert_eq!(w(1), w(1));
+    assert_ne!(w(1), w(2));
+    // Init std of a 3x3 conv with 64 outputs: sqrt(2 / (9 * 64)) = 0.0589.
+    let v = w(1);
+    let std = (v.iter().map(|x| x * x).sum::<f32>() / v.len() as f32).sqrt();
+    assert!((std - 0.0589).abs() < 0.003, "{std}");
+}
