@@ -1,6 +1,7 @@
 //! `cargo xtask`: robal-rs's task runner.
 
 mod data;
+mod train;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -16,10 +17,13 @@ struct Cli {
 enum Command {
     /// Download data sets, rebuild the embedded set, describe a data set.
     Data(data::DataArgs),
+    /// Train a preset (default: RoBal on the embedded MNIST-LT) and evaluate it.
+    Train(train::TrainArgs),
 }
 
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Data(args) => data::run(args),
+        Command::Train(args) => train::run(args),
     }
 }

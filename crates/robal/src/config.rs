@@ -1,0 +1,377 @@
+//! Training configuration: TOML presets under `configs/`, command-line overrides
+//! (`--set train.epochs=2`), and validation that names the offending field.
+
+use std::path::Path;
+
+use robal_models::{Arch, HeadConfig};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{invalid, Result, TrainError};
+use crate::losses::LossConfig;
+
+/// Which data set to train on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// `mnist-lt` (embedded), `cifar10-lt` or `cifar100-lt`.
+    pub name: String,
+    /// Folder holding the CIFAR archive or its extracted folder (CIFAR only).
+    #[serde(default = "default_data_dir")]
+    pub dir: String,
+    /// n_min / n_max of the long-tailed subset (CIFAR only).
+    #[serde(default = "default_ratio")]
+    pub ratio: f64,
+    /// `exp` or `step` (CIFAR only).
+    #[serde(default = "default_profile")]
+    pub profile: String,
+    /// `shuffle` or `class-balanced` (class-aware re-sampling).
+    #[serde(default = "default_sampler")]
+    pub sampler: String,
+    /// Training augmentation on.
+    #[serde(default = "yes")]
+    pub augment: bool,
+    /// Use only about this many training images, each class keeping its share and at
+    /// least one image (0 = all; for smoke runs and tests). Counts and prior follow the subset.
+    #[serde(default)]
+    pub limit: usize,
+}
+
+fn default_data_dir() -> String {
+    "data".into()
+}
+fn default_ratio() -> f64 {
+    0.02
+}
+fn default_profile() -> String {
+    "exp".into()
+}
+fn default_sampler() -> String {
+    "shuffle".into()
+}
+fn yes() -> bool {
+    true
+}
+
+/// The network.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    /// Architecture name (`small-cnn`, `wrn-34-10`, `resnet18`, ...).
+    pub arch: String,
+    /// Head used in training.
+    pub head: HeadConfig,
+    /// Head settings used at evaluation (e.g. cosine s = 10); defaults to `head`.
+    #[serde(default)]
+    pub eval_head: Option<HeadConfig>,
+    /// Post-hoc boundary adjustment tau_p at evaluation (none by default).
+    #[serde(default)]
+    pub posthoc_tau: Option<f64>,
+}
+
+/// Re-weighting of the loss by class.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Reweight {
+    /// No re-weighting.
+    None,
+    /// Class-balanced weights (effective number) from the start.
+    ClassBalanced {
+        /// beta (0.9999).
+        beta: f64,
+    },
+    /// Deferred re-weighting: class-balanced weights from `from_epoch` on.
+    Drw {
+        /// beta (0.9999).
+        beta: f64,
+        /// First epoch (0-based) with weights.
+        from_epoch: usize,
+    },
+}
+
+/// Training schedule and objective.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainSection {
+    /// `plain`, `pgd-at`, `trades` or `robal`.
+    pub mode: String,
+    /// Epochs.
+    pub epochs: usize,
+    /// Batch size.
+    pub batch_size: usize,
+    /// Initial learning rate.
+    pub lr: f64,
+    /// SGD momentum.
+    #[serde(default = "momentum")]
+    pub momentum: f64,
+    /// Weight decay.
+    #[serde(default = "weight_decay")]
+    pub weight_decay: f64,
+    /// Epochs at which the learning rate is multiplied by `lr_gamma`.
+    #[serde(default)]
+    pub milestones: Vec<usize>,
+    /// Learning-rate decay factor.
+    #[serde(default = "lr_gamma")]
+    pub lr_gamma: f64,
+    /// Linear warm-up epochs.
+    #[serde(default)]
+    pub warmup_epochs: usize,
+    /// Seed of initialisation, data order, augmentation and attack starts.
+    #[serde(default)]
+    pub seed: u64,
+    /// Checkpoint every N epochs (and always at the end).
+    #[serde(default = "one")]
+    pub checkpoint_every: usize,
+    /// Weight of the adversarial term (RoBal).
+    #[serde(default = "unit")]
+    pub beta_adv: f64,
+    /// Weight of the natural term (RoBal).
+    #[serde(default)]
+    pub beta_nat: f64,
+    /// Weight of the KL term (TRADES beta, RoBal beta_reg).
+    #[serde(default)]
+    pub beta_reg: f64,
+    /// Re-weighting.
+    #[serde(default = "no_reweight")]
+    pub reweight: Reweight,
+}
+
+fn momentum() -> f64 {
+    0.9
+}
+fn weight_decay() -> f64 {
+    2e-4
+}
+fn lr_gamma() -> f64 {
+    0.1
+}
+fn one() -> usize {
+    1
+}
+fn unit() -> f64 {
+    1.0
+}
+fn no_reweight() -> Reweight {
+    Reweight::None
+}
+
+/// The attack that generates training examples (SPEC section 5).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttackSection {
+    /// L-inf radius.
+    pub eps: f64,
+    /// Step size.
+    pub step_size: f64,
+    /// Steps.
+    pub steps: usize,
+    /// `uniform` (standard) or `one-sided` (the reference code's quirk).
+    #[serde(default = "uniform")]
+    pub random_start: String,
+}
+
+fn uniform() -> String {
+    "uniform".into()
+}
+
+/// Evaluation during and after training.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalSection {
+    /// L-inf radius.
+    pub eps: f64,
+    /// PGD step size.
+    pub step_size: f64,
+    /// PGD steps (20).
+    pub steps: usize,
+    /// Test images used by the final evaluation (0 = all).
+    #[serde(default)]
+    pub limit: usize,
+    /// Quick evaluation every N epochs (0 = never).
+    #[serde(default)]
+    pub every: usize,
+    /// Test images of the quick evaluation.
+    #[serde(default = "quick")]
+    pub quick_limit: usize,
+}
+
+fn quick() -> usize {
+    500
+}
+
+/// A second stage on a frozen backbone (classifier re-training or learnable weight scaling).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stage2Section {
+    /// `crt` (new head, class-balanced sampling) or `lws` (learn per-class gains).
+    pub kind: String,
+    /// Epochs.
+    pub epochs: usize,
+    /// Learning rate.
+    pub lr: f64,
+}
+
+/// A whole training run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Data.
+    pub data: DataConfig,
+    /// Model.
+    pub model: ModelSection,
+    /// Loss on the (adversarial) logits.
+    pub loss: LossConfig,
+    /// Schedule and objective.
+    pub train: TrainSection,
+    /// Training-time attack (unused in `plain` mode).
+    pub attack: AttackSection,
+    /// Evaluation.
+    pub eval: EvalSection,
+    /// Optional second stage.
+    #[serde(default)]
+    pub stage2: Option<Stage2Section>,
+}
+
+/// Set `dotted.key = value` in a TOML table; the value is parsed as TOML
+/// (`2`, `0.1`, `true`, `"x"`, `[60, 75]`) and taken as a string otherwise.
+pub fn apply_override(doc: &mut toml::Table, assignment: &str) -> Result<()> {
+    let (key, raw) = assignment
+        .split_once('=')
+        .ok_or_else(|| invalid("--set", format!("{assignment:?}: expected key=value, e.g. train.epochs=2")))?;
+    let value: toml::Value = toml::from_str::<toml::Table>(&format!("v = {}", raw.trim()))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.trim().to_string()));
+    let parts: Vec<&str> = key.trim().split('.').collect();
+    let mut table = doc;
+    for p in &parts[..parts.len() - 1] {
+        table = table
+            .entry(p.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .ok_or_else(|| invalid("--set", format!("{key}: {p} is not a table")))?;
+    }
+    table.insert(parts[parts.len() - 1].to_string(), value);
+    Ok(())
+}
+
+impl TrainConfig {
+    /// Parse TOML text (named `source` in errors) with overrides applied, then validate.
+    pub fn from_toml(text: &str, source: &str, overrides: &[String]) -> Result<Self> {
+        let mut doc: toml::Table = toml::from_str(text)
+            .map_err(|e| TrainError::Config { origin: source.to_string(), reason: e.to_string() })?;
+        for o in overrides {
+            apply_override(&mut doc, o)?;
+        }
+        let cfg: TrainConfig = doc
+            .try_into()
+            .map_err(|e: toml::de::Error| TrainError::Config { origin: source.to_string(), reason: e.to_string() })?;
+        cfg.validate().map_err(|e| match e {
+            TrainError::Invalid { what, reason } => {
+                TrainError::Config { origin: source.to_string(), reason: format!("{what}: {reason}") }
+            }
+            other => other,
+        })?;
+        Ok(cfg)
+    }
+
+    /// Read a preset file.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| TrainError::Config {
+            origin: path.display().to_string(),
+            reason: format!("cannot read: {e}"),
+        })?;
+        Self::from_toml(&text, &path.display().to_string(), overrides)
+    }
+
+    /// The architecture.
+    pub fn arch(&self) -> Result<Arch> {
+        self.model.arch.parse().map_err(|e: robal_models::ModelError| invalid("model.arch", e.to_string()))
+    }
+
+    /// Check every field that serde cannot: ranges, names, and combinations.
+    pub fn validate(&self) -> Result<()> {
+        if !["mnist-lt", "cifar10-lt", "cifar100-lt"].contains(&self.data.name.as_str()) {
+            return Err(invalid(
+                "data.name",
+                format!("{:?}: expected mnist-lt, cifar10-lt or cifar100-lt", self.data.name),
+            ));
+        }
+        if !(self.data.ratio > 0.0 && self.data.ratio <= 1.0) {
+            return Err(invalid("data.ratio", format!("{} is outside (0, 1]", self.data.ratio)));
+        }
+        if !["exp", "step"].contains(&self.data.profile.as_str()) {
+            return Err(invalid("data.profile", format!("{:?}: expected exp or step", self.data.profile)));
+        }
+        if !["shuffle", "class-balanced"].contains(&self.data.sampler.as_str()) {
+            return Err(invalid(
+                "data.sampler",
+                format!("{:?}: expected shuffle or class-balanced", self.data.sampler),
+            ));
+        }
+        self.arch()?;
+        if !["plain", "pgd-at", "trades", "robal"].contains(&self.train.mode.as_str()) {
+            return Err(invalid(
+                "train.mode",
+                format!("{:?}: expected plain, pgd-at, trades or robal", self.train.mode),
+            ));
+        }
+        for (name, v) in [
+            ("attack.eps", self.attack.eps),
+            ("attack.step_size", self.attack.step_size),
+            ("eval.eps", self.eval.eps),
+            ("eval.step_size", self.eval.step_size),
+        ] {
+            if !(v >= 0.0 && v.is_finite()) {
+                return Err(invalid(name_static(name), format!("{v}: must be a finite number >= 0")));
+            }
+        }
+        if !["uniform", "one-sided"].contains(&self.attack.random_start.as_str()) {
+            return Err(invalid(
+                "attack.random_start",
+                format!("{:?}: expected uniform or one-sided", self.attack.random_start),
+            ));
+        }
+        if self.train.epochs == 0 || self.train.batch_size == 0 {
+            return Err(invalid("train.epochs / train.batch_size", "must be at least 1"));
+        }
+        if self.train.lr.is_nan() || self.train.lr <= 0.0 {
+            return Err(invalid("train.lr", format!("{}: must be > 0", self.train.lr)));
+        }
+        let cosine = matches!(self.model.head, HeadConfig::Cosine { .. });
+        match &self.loss {
+            LossConfig::RobalMargin { .. } | LossConfig::Ldam { .. } if !cosine => {
+                return Err(invalid(
+                    "loss.kind",
+                    "margin losses (robal-margin, ldam) work on cosine logits: set model.head.kind = \"cosine\"",
+                ));
+            }
+            _ => {}
+        }
+        if let Some(tau) = self.model.posthoc_tau {
+            if !tau.is_finite() {
+                return Err(invalid("model.posthoc_tau", format!("{tau} is not finite")));
+            }
+        }
+        if self.train.mode == "robal" && self.train.beta_adv == 0.0 && self.train.beta_nat == 0.0 {
+            return Err(invalid("train.beta_adv", "robal mode needs beta_adv or beta_nat > 0"));
+        }
+        if let Some(s2) = &self.stage2 {
+            if !["crt", "lws"].contains(&s2.kind.as_str()) {
+                return Err(invalid("stage2.kind", format!("{:?}: expected crt or lws", s2.kind)));
+            }
+            if s2.kind == "lws" && cosine {
+                return Err(invalid("stage2.kind", "lws rescales an FC head: set model.head.kind = \"fc\""));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn name_static(name: &str) -> &'static str {
+    match name {
+        "attack.eps" => "attack.eps",
+        "attack.step_size" => "attack.step_size",
+        "eval.eps" => "eval.eps",
+        _ => "eval.step_size",
+    }
+}

@@ -1,0 +1,26 @@
+//! # robal
+//!
+//! RoBal (Wu et al., CVPR 2021) and the long-tailed adversarial-training baselines
+//! it is measured against, on candle:
+//!
+//! - [`losses`]: CE, sigmoid focal, class-balanced weights, LDAM, logit adjustment
+//!   (balanced softmax at tau = 1), CDT, RoBal's class-aware margin loss and the
+//!   TRADES KL term, each with its formula;
+//! - [`config`]: TOML presets (`configs/`) with `--set key=value` overrides;
+//! - [`train`](mod@train): plain, PGD-AT, TRADES and RoBal training with resumable
+//!   checkpoints, NaN guards, progress bars and a metrics file;
+//! - [`evaluate`]: clean and PGD accuracy per class and shot group.
+
+pub mod config;
+pub mod error;
+pub mod evaluate;
+pub mod losses;
+pub mod optim;
+pub mod train;
+
+pub use config::TrainConfig;
+pub use error::{Result, TrainError};
+pub use evaluate::{quick_eval, Accuracy, EvalModel, QuickEval};
+pub use losses::{LossConfig, TrainLoss};
+pub use optim::Sgd;
+pub use train::{train, RunOptions, RunSummary};

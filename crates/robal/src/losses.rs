@@ -1,0 +1,195 @@
+//! Training losses on logits z (B, C), labels y (B,) and class counts n_c (SPEC section 4).
+//! Every loss returns the batch mean unless stated otherwise.
+
+use candle_core::{DType, Result, Tensor, D};
+use candle_nn::ops::log_softmax;
+use serde::{Deserialize, Serialize};
+
+/// One-hot (B, C) f32 of labels.
+pub fn one_hot(y: &Tensor, c: usize) -> Result<Tensor> {
+    Tensor::eye(c, DType::F32, y.device())?.index_select(y, 0)
+}
+
+/// log(pi_c) as a (1, C) row, pi_c = n_c / sum(n).
+pub fn log_prior(counts: &[usize], device: &candle_core::Device) -> Result<Tensor> {
+    let total: usize = counts.iter().sum();
+    let v: Vec<f32> = counts.iter().map(|&n| (n as f64 / total as f64).ln() as f32).collect();
+    Tensor::from_vec(v, (1, counts.len()), device)
+}
+
+/// Per-example cross-entropy (B,): -log softmax(z)_y.
+pub fn cross_entropy_per_example(z: &Tensor, y: &Tensor) -> Result<Tensor> {
+    log_softmax(z, D::Minus1)?.gather(&y.unsqueeze(1)?.contiguous()?, 1)?.squeeze(1)?.neg()
+}
+
+/// Class-balanced weights by the effective number (Cui et al. 2019):
+/// w_c = (1 - beta) / (1 - beta^{n_c}), rescaled so that sum_c w_c = C.
+pub fn class_balanced_weights(counts: &[usize], beta: f64) -> Vec<f64> {
+    let raw: Vec<f64> = counts.iter().map(|&n| (1.0 - beta) / (1.0 - beta.powi(n as i32))).collect();
+    let sum: f64 = raw.iter().sum();
+    raw.iter().map(|w| w * counts.len() as f64 / sum).collect()
+}
+
+/// The loss applied to logits during training.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum LossConfig {
+    /// Cross-entropy.
+    Ce,
+    /// Sigmoid focal loss: p_t = sigmoid(z (2 onehot - 1)); sum_c -(1-p_t)^gamma log p_t / B.
+    Focal {
+        /// Focusing parameter (2).
+        gamma: f64,
+    },
+    /// LDAM: m_c = max_m n_c^(-1/4) / max_k n_k^(-1/4); CE(s (z - m_y onehot)).
+    Ldam {
+        /// Largest margin (0.5).
+        max_m: f64,
+        /// Scale (10).
+        s: f64,
+    },
+    /// Logit adjustment in training: CE(z + tau log pi); balanced softmax at tau = 1.
+    LogitAdjusted {
+        /// tau.
+        tau: f64,
+    },
+    /// Class-dependent temperature: CE(z_c / a_c), a_c = (n_max / n_c)^tau.
+    Cdt {
+        /// tau.
+        tau: f64,
+    },
+    /// RoBal's class-aware margin loss: m_c = m + tau_m log(n_c / n_min) / s;
+    /// CE(s (z - m_y onehot) + tau_b log pi).
+    RobalMargin {
+        /// Base margin m.
+        m: f64,
+        /// Scale s (10).
+        s: f64,
+        /// Class-aware margin factor tau_m.
+        tau_m: f64,
+        /// Logit-adjustment factor tau_b.
+        tau_b: f64,
+    },
+}
+
+/// A training loss with its class-dependent constants precomputed.
+#[derive(Clone, Debug)]
+pub struct TrainLoss {
+    config: LossConfig,
+    counts: Vec<usize>,
+    /// Additive per-class row (1, C) applied to the logits, if any.
+    offset: Option<Tensor>,
+    /// Per-class margins (1, C) subtracted at the label, if any.
+    margins: Option<Tensor>,
+    /// Per-class multiplicative factor (1, C), if any.
+    factor: Option<Tensor>,
+    scale: f64,
+}
+
+fn row(v: Vec<f64>, device: &candle_core::Device) -> Result<Tensor> {
+    let n = v.len();
+    Tensor::from_vec(v.into_iter().map(|x| x as f32).collect::<Vec<f32>>(), (1, n), device)
+}
+
+impl TrainLoss {
+    /// Precompute the loss for class counts `counts` (all > 0).
+    pub fn new(config: LossConfig, counts: &[usize], device: &candle_core::Device) -> Result<Self> {
+        let n_max = *counts.iter().max().unwrap_or(&1) as f64;
+        let n_min = *counts.iter().min().unwrap_or(&1) as f64;
+        let (mut offset, mut margins, mut factor, mut scale) = (None, None, None, 1.0);
+        match &config {
+            LossConfig::Ce | LossConfig::Focal { .. } => {}
+            LossConfig::Ldam { max_m, s } => {
+                let max_q = counts.iter().map(|&n| (n as f64).powf(-0.25)).fold(0.0, f64::max);
+                margins = Some(row(counts.iter().map(|&n| max_m * (n as f64).powf(-0.25) / max_q).collect(), device)?);
+                scale = *s;
+            }
+            LossConfig::LogitAdjusted { tau } => offset = Some((log_prior(counts, device)? * *tau)?),
+            LossConfig::Cdt { tau } => {
+                factor = Some(row(counts.iter().map(|&n| (n_max / n as f64).powf(-tau)).collect(), device)?)
+            }
+            LossConfig::RobalMargin { m, s, tau_m, tau_b } => {
+                margins = Some(row(counts.iter().map(|&n| m + tau_m * (n as f64 / n_min).ln() / s).collect(), device)?);
+                offset = Some((log_prior(counts, device)? * *tau_b)?);
+                scale = *s;
+            }
+        }
+        Ok(Self { config, counts: counts.to_vec(), offset, margins, factor, scale })
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &LossConfig {
+        &self.config
+    }
+
+    /// The logits the loss actually applies softmax to (before CE), for inspection:
+    /// s (z * factor - margins * onehot) + offset.
+    pub fn adjusted_logits(&self, z: &Tensor, y: &Tensor) -> Result<Tensor> {
+        let c = z.dim(1)?;
+        let mut z = z.clone();
+        if let Some(f) = &self.factor {
+            z = z.broadcast_mul(f)?;
+        }
+        if let Some(m) = &self.margins {
+            z = (z - one_hot(y, c)?.broadcast_mul(m)?)?;
+        }
+        if self.scale != 1.0 {
+            z = (z * self.scale)?;
+        }
+        if let Some(o) = &self.offset {
+            z = z.broadcast_add(o)?;
+        }
+        Ok(z)
+    }
+
+    /// Per-example loss (B,).
+    pub fn per_example(&self, z: &Tensor, y: &Tensor) -> Result<Tensor> {
+        match &self.config {
+            LossConfig::Focal { gamma } => {
+                let c = z.dim(1)?;
+                let sign = ((one_hot(y, c)? * 2.0)? - 1.0)?;
+                let zt = (z * sign)?;
+                // log sigmoid(t) = -softplus(-t), computed stably.
+                let log_pt = softplus(&zt.neg()?)?.neg()?;
+                let pt = log_pt.exp()?;
+                let w = (pt.neg()? + 1.0)?.powf(*gamma)?;
+                (w * log_pt)?.neg()?.sum(D::Minus1)
+            }
+            _ => cross_entropy_per_example(&self.adjusted_logits(z, y)?, y),
+        }
+    }
+
+    /// Batch loss: mean_i l_i, or with class weights w (PyTorch's weighted CE):
+    /// sum_i w_{y_i} l_i / sum_i w_{y_i}.
+    pub fn forward(&self, z: &Tensor, y: &Tensor, weights: Option<&[f64]>) -> Result<Tensor> {
+        let l = self.per_example(z, y)?;
+        match weights {
+            None => l.mean_all(),
+            Some(w) => {
+                let wt = Tensor::from_vec(w.iter().map(|&v| v as f32).collect::<Vec<f32>>(), w.len(), z.device())?
+                    .index_select(y, 0)?;
+                (l * &wt)?.sum_all()?.broadcast_div(&wt.sum_all()?)
+            }
+        }
+    }
+
+    /// Training counts the loss was built with.
+    pub fn counts(&self) -> &[usize] {
+        &self.counts
+    }
+}
+
+/// softplus(x) = log(1 + e^x) = max(x, 0) + log(1 + e^-|x|).
+fn softplus(x: &Tensor) -> Result<Tensor> {
+    x.relu()? + (x.abs()?.neg()?.exp()? + 1.0)?.log()?
+}
+
+/// TRADES regulariser: (1/B) sum_i sum_c p_nat (log p_nat - log(p_adv + 1e-12)), p = softmax(z).
+pub fn trades_kl(z_nat: &Tensor, z_adv: &Tensor) -> Result<Tensor> {
+    let log_p_nat = log_softmax(z_nat, D::Minus1)?;
+    let p_nat = log_p_nat.exp()?;
+    // exp(log_softmax): differentiable (candle_nn::ops::softmax_last_dim has no backward).
+    let log_p_adv = (log_softmax(z_adv, D::Minus1)?.exp()? + 1e-12)?.log()?;
+    let b = z_nat.dim(0)? as f64;
+    (p_nat * (log_p_nat - log_p_adv)?)?.sum_all()? / b
+}

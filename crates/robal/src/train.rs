@@ -1,0 +1,445 @@
+//! The trainer: plain, PGD-AT, TRADES and RoBal objectives (SPEC section 5), with
+//! checkpoints that resume bit-for-bit, NaN guards, progress and metrics.
+//!
+//! Run folder: `config.toml` (the config used), `metrics.jsonl` (one JSON object
+//! per epoch and per quick evaluation), `checkpoint.safetensors` +
+//! `optimizer.safetensors` (the last completed epoch), `model.safetensors` (the
+//! final model with its evaluation head), `report.json` (final evaluation).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use robal_attacks::threat::{ascent_direction, project, Norm, RandomStart};
+use robal_attacks::Pgd;
+use robal_data::{
+    cifar, load_embedded, long_tailed, Cifar, Dataset, ImageSet, Loader, LoaderConfig, Profile, Sampler, Selection,
+    Split,
+};
+use robal_models::checkpoint::{self, CheckpointInfo};
+use robal_models::{Classifier, HeadConfig, Mode, ModelConfig, Normalization};
+
+use crate::config::{Reweight, Stage2Section, TrainConfig};
+use crate::error::{Result, TrainError};
+use crate::evaluate::{quick_eval, EvalModel, QuickEval};
+use crate::losses::{class_balanced_weights, trades_kl, TrainLoss};
+use crate::optim::{learning_rate, Sgd};
+
+/// Load the training and test splits a config names.
+pub fn load_data(cfg: &TrainConfig) -> Result<(ImageSet, ImageSet)> {
+    let (train, test) = match cfg.data.name.as_str() {
+        "mnist-lt" => (load_embedded("mnist-lt", Split::Train)?, load_embedded("mnist-lt", Split::Test)?),
+        name => {
+            let kind = if name == "cifar10-lt" { Cifar::Cifar10 } else { Cifar::Cifar100 };
+            let full = cifar::read(&cfg.data.dir, kind, Split::Train)?;
+            let profile = if cfg.data.profile == "step" {
+                Profile::Step { ratio: cfg.data.ratio }
+            } else {
+                Profile::Exp { ratio: cfg.data.ratio }
+            };
+            let train = long_tailed(&full, profile, Selection::Reference { seed: 0 })?;
+            let test = cifar::read(&cfg.data.dir, kind, Split::Test)?.with_classes(train.classes().clone())?;
+            (train, test)
+        }
+    };
+    if cfg.data.limit > 0 && cfg.data.limit < train.len() {
+        // Stratified: each class keeps its share (at least one image), so no class vanishes.
+        let counts: Vec<usize> = train
+            .label_counts()
+            .iter()
+            .map(|&n| ((n * cfg.data.limit) as f64 / train.len() as f64).round().max(1.0).min(n as f64) as usize)
+            .collect();
+        let idx = robal_data::select(train.labels(), &counts, Selection::Seeded { seed: cfg.train.seed })?;
+        let train = train.subset(&idx)?.counted_as_training()?;
+        let test = test.with_classes(train.classes().clone())?;
+        return Ok((train, test));
+    }
+    Ok((train, test))
+}
+
+/// Build the model a config describes (training head), recording the class counts.
+pub fn build_model(cfg: &TrainConfig, train: &ImageSet, device: &Device) -> Result<Classifier> {
+    let shape = train.shape();
+    let normalization = (shape.channels == 3)
+        .then(|| Normalization { mean: vec![0.4914, 0.4822, 0.4465], std: vec![0.2471, 0.2435, 0.2616] });
+    let config = ModelConfig {
+        arch: cfg.arch()?,
+        in_channels: shape.channels,
+        num_classes: train.classes().num_classes(),
+        head: cfg.model.head,
+        normalization,
+    };
+    let mut model = Classifier::new(config, device, cfg.train.seed)?;
+    model.set_class_counts(train.classes().train_counts().to_vec())?;
+    Ok(model)
+}
+
+/// The same weights under other head settings (e.g. cosine s = 1 in training, s = 10 at
+/// evaluation), with post-hoc adjustment `tau_p` if given.
+pub fn with_eval_head(model: &Classifier, head: HeadConfig, tau_p: Option<f64>) -> Result<Classifier> {
+    let mut config = model.config().clone();
+    config.head = head;
+    let mut out = Classifier::new(config, model.device(), 0)?;
+    let state = model.store().state().into_iter().map(|(n, t)| Ok((n, t.copy()?))).collect::<Result<_>>()?;
+    out.store().load_state(&state).map_err(|report| TrainError::Invalid {
+        what: "model.eval_head",
+        reason: format!("does not fit the trained head:\n{report}"),
+    })?;
+    if let Some(c) = model.class_counts() {
+        out.set_class_counts(c.to_vec())?;
+    }
+    out.set_posthoc(tau_p)?;
+    Ok(out)
+}
+
+/// What a finished run reports.
+#[derive(Clone, Debug)]
+pub struct RunSummary {
+    /// Epochs trained in this call (after a resume: the remaining ones).
+    pub epochs_run: usize,
+    /// The final evaluation.
+    pub eval: QuickEval,
+    /// Mean training throughput, images/s (adversarial generation included).
+    pub img_per_s: f64,
+    /// The run folder.
+    pub run_dir: PathBuf,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
+    move |source| TrainError::Io { path: path.display().to_string(), source }
+}
+
+fn append_metrics(run_dir: &Path, value: &serde_json::Value) -> Result<()> {
+    let path = run_dir.join("metrics.jsonl");
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(io(&path))?;
+    writeln!(f, "{value}").map_err(io(&path))
+}
+
+/// PGD maximising KL(p(x) || p(x_adv)) (TRADES' inner problem), model in eval mode,
+/// starting at x + 0.001 N(0,1)-like noise.
+fn pgd_kl(model: &Classifier, x: &Tensor, eps: f64, step: f64, steps: usize, seed: u64) -> Result<Tensor> {
+    let z_nat = model.forward(x, Mode::Eval)?.detach();
+    let noise = robal_attacks::threat::uniform_like(x, -0.001, 0.001, seed)?;
+    let mut x_adv = (x + noise)?.clamp(0.0, 1.0)?;
+    for _ in 0..steps {
+        let v = candle_core::Var::from_tensor(&x_adv)?;
+        let kl = trades_kl(&z_nat, &model.forward(v.as_tensor(), Mode::Eval)?)?;
+        let g = kl.backward()?;
+        let grad = g.get(v.as_tensor()).map(|t| t.detach()).unwrap_or(x_adv.zeros_like()?);
+        x_adv = project(&(&x_adv + (ascent_direction(&grad, Norm::Linf)? * step)?)?, x, eps, Norm::Linf)?;
+    }
+    Ok(x_adv)
+}
+
+fn scalar(t: &Tensor) -> Result<f32> {
+    Ok(t.to_dtype(DType::F32)?.to_scalar::<f32>()?)
+}
+
+fn accuracy(z: &Tensor, y: &Tensor) -> Result<f64> {
+    let eq = z.argmax(1)?.to_dtype(DType::U32)?.eq(y)?.to_dtype(DType::F32)?;
+    Ok(scalar(&eq.mean_all()?)? as f64)
+}
+
+/// Options of [`train`] that are not part of the experiment's config.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Run folder.
+    pub run_dir: PathBuf,
+    /// Continue from the folder's last checkpoint.
+    pub resume: bool,
+    /// Show progress bars.
+    pub progress: bool,
+    /// Stop after this many epochs of this call (for tests that simulate a kill).
+    pub stop_after: Option<usize>,
+}
+
+/// Train as configured, evaluate, and write the run folder.
+pub fn train(cfg: &TrainConfig, opts: &RunOptions, device: &Device) -> Result<RunSummary> {
+    let run_dir = &opts.run_dir;
+    std::fs::create_dir_all(run_dir).map_err(io(run_dir))?;
+    let config_text =
+        toml::to_string_pretty(cfg).map_err(|e| TrainError::Invalid { what: "config", reason: e.to_string() })?;
+    let config_path = run_dir.join("config.toml");
+    let ckpt_path = run_dir.join("checkpoint.safetensors");
+    let opt_path = run_dir.join("optimizer.safetensors");
+    let (train_set, test_set) = load_data(cfg)?;
+    let counts = train_set.classes().train_counts().to_vec();
+    let mut model = build_model(cfg, &train_set, device)?;
+    let mut sgd = Sgd::new(model.store().trainable(""), cfg.train.momentum, cfg.train.weight_decay);
+    let mut first_epoch = 0usize;
+    if opts.resume {
+        let saved = std::fs::read_to_string(&config_path).map_err(|_| TrainError::Resume {
+            path: run_dir.display().to_string(),
+            reason: "no config.toml: nothing to resume".into(),
+        })?;
+        if saved != config_text {
+            return Err(TrainError::Resume {
+                path: run_dir.display().to_string(),
+                reason: "the config differs from the run's config.toml".into(),
+            });
+        }
+        if ckpt_path.is_file() {
+            checkpoint::load_weights(&model, &ckpt_path)?;
+            let (_, info) = checkpoint::load(&ckpt_path, device)?;
+            first_epoch = info.epoch as usize;
+            let opt = candle_core::safetensors::load(&opt_path, device)
+                .map_err(|e| TrainError::Resume { path: opt_path.display().to_string(), reason: e.to_string() })?;
+            sgd.set_state(opt.into_iter().collect());
+        }
+    } else {
+        for stale in
+            ["metrics.jsonl", "checkpoint.safetensors", "optimizer.safetensors", "model.safetensors", "report.json"]
+        {
+            let _ = std::fs::remove_file(run_dir.join(stale));
+        }
+        robal_data::write_atomic(&config_path, config_text.as_bytes())?;
+    }
+    let loss = TrainLoss::new(cfg.loss.clone(), &counts, device)?;
+    let sampler = if cfg.data.sampler == "class-balanced" { Sampler::ClassBalanced } else { Sampler::Shuffle };
+    let loader_cfg = LoaderConfig {
+        sampler,
+        augment: cfg.data.augment,
+        ..LoaderConfig::train(cfg.train.batch_size, cfg.train.seed)
+    };
+    let train_arc = Arc::new(train_set);
+    let loader = Loader::new(train_arc.clone(), loader_cfg, device.clone())?;
+    let random_start =
+        if cfg.attack.random_start == "one-sided" { RandomStart::OneSidedReference } else { RandomStart::Uniform };
+    let attack = Pgd { random_start, ..Pgd::linf(cfg.attack.eps, cfg.attack.step_size, cfg.attack.steps) };
+    let steps_per_epoch = loader.num_batches();
+    let (mut images, started) = (0usize, Instant::now());
+    let last_epoch = opts.stop_after.map_or(cfg.train.epochs, |n| (first_epoch + n).min(cfg.train.epochs));
+    for epoch in first_epoch..last_epoch {
+        let weights = match &cfg.train.reweight {
+            Reweight::ClassBalanced { beta } => Some(class_balanced_weights(&counts, *beta)),
+            Reweight::Drw { beta, from_epoch } if epoch >= *from_epoch => Some(class_balanced_weights(&counts, *beta)),
+            _ => None,
+        };
+        let bar = indicatif::ProgressBar::new(steps_per_epoch as u64);
+        if !opts.progress {
+            bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+        }
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("epoch {prefix} {bar:30} {pos}/{len} {msg} eta {eta}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar.set_prefix(format!("{}/{}", epoch + 1, cfg.train.epochs));
+        let epoch_start = Instant::now();
+        let (mut loss_sum, mut clean_sum, mut adv_sum, mut n_steps, mut n_img) = (0f64, 0f64, 0f64, 0usize, 0usize);
+        for (step, batch) in loader.epoch(epoch as u64).enumerate() {
+            let batch = batch?;
+            let (x, y) = (&batch.images, &batch.labels);
+            let lr = learning_rate(
+                cfg.train.lr,
+                epoch,
+                step as f64 / steps_per_epoch as f64,
+                cfg.train.warmup_epochs,
+                &cfg.train.milestones,
+                cfg.train.lr_gamma,
+            );
+            let seed = cfg.train.seed ^ ((epoch as u64) << 32 | step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let w = weights.as_deref();
+            let (objective, z_nat, z_adv) = match cfg.train.mode.as_str() {
+                "plain" => {
+                    let z = model.forward(x, Mode::Train)?;
+                    (loss.forward(&z, y, w)?, Some(z), None)
+                }
+                "pgd-at" => {
+                    let x_adv = attack.perturb(&EvalModel(&model), x, y, seed)?;
+                    let z = model.forward(&x_adv, Mode::Train)?;
+                    (loss.forward(&z, y, w)?, None, Some(z))
+                }
+                "trades" => {
+                    let x_adv = pgd_kl(&model, x, cfg.attack.eps, cfg.attack.step_size, cfg.attack.steps, seed)?;
+                    let z_nat = model.forward(x, Mode::Train)?;
+                    let z_adv = model.forward(&x_adv, Mode::Train)?;
+                    let obj = (loss.forward(&z_nat, y, w)? + (trades_kl(&z_nat, &z_adv)? * cfg.train.beta_reg)?)?;
+                    (obj, Some(z_nat), Some(z_adv))
+                }
+                _ => {
+                    // RoBal: beta_adv L(f(x_adv)) + beta_nat L(f(x)) + beta_reg KL(p(x) || p(x_adv)).
+                    let x_adv = attack.perturb(&EvalModel(&model), x, y, seed)?;
+                    let z_adv = model.forward(&x_adv, Mode::Train)?;
+                    let mut obj = (loss.forward(&z_adv, y, w)? * cfg.train.beta_adv)?;
+                    let mut z_nat = None;
+                    if cfg.train.beta_nat > 0.0 || cfg.train.beta_reg > 0.0 {
+                        let zn = model.forward(x, Mode::Train)?;
+                        if cfg.train.beta_nat > 0.0 {
+                            obj = (obj + (loss.forward(&zn, y, w)? * cfg.train.beta_nat)?)?;
+                        }
+                        if cfg.train.beta_reg > 0.0 {
+                            obj = (obj + (trades_kl(&zn, &z_adv)? * cfg.train.beta_reg)?)?;
+                        }
+                        z_nat = Some(zn);
+                    }
+                    (obj, z_nat, Some(z_adv))
+                }
+            };
+            let value = scalar(&objective)?;
+            if !value.is_finite() {
+                bar.abandon();
+                let checkpoint = if ckpt_path.is_file() { ckpt_path.display().to_string() } else { "none".into() };
+                return Err(TrainError::NonFinite { value, epoch: epoch + 1, step: step + 1, checkpoint });
+            }
+            sgd.step(&objective, lr)?;
+            loss_sum += value as f64;
+            if let Some(z) = &z_nat {
+                clean_sum += accuracy(&z.detach(), y)?;
+            }
+            if let Some(z) = &z_adv {
+                adv_sum += accuracy(&z.detach(), y)?;
+            }
+            n_steps += 1;
+            n_img += batch.indices.len();
+            let rate = n_img as f64 / epoch_start.elapsed().as_secs_f64();
+            bar.set_message(format!(
+                "loss {:.3} clean {:.2} adv {:.2} {rate:.0} img/s",
+                loss_sum / n_steps as f64,
+                clean_sum / n_steps as f64,
+                adv_sum / n_steps as f64
+            ));
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        images += n_img;
+        let secs = epoch_start.elapsed().as_secs_f64();
+        let n = n_steps.max(1) as f64;
+        append_metrics(
+            run_dir,
+            &serde_json::json!({"epoch": epoch + 1, "lr": learning_rate(cfg.train.lr, epoch, 0.0, cfg.train.warmup_epochs, &cfg.train.milestones, cfg.train.lr_gamma),
+                "loss": loss_sum / n, "clean_batch_acc": clean_sum / n, "adv_batch_acc": adv_sum / n, "img_per_s": n_img as f64 / secs, "seconds": secs}),
+        )?;
+        let done = epoch + 1;
+        if done % cfg.train.checkpoint_every.max(1) == 0 || done == cfg.train.epochs {
+            checkpoint::save(&model, &ckpt_path, &CheckpointInfo { epoch: done as u64, extra: Default::default() })?;
+            let opt_bytes = safetensors_bytes(sgd.state())?;
+            robal_data::write_atomic(&opt_path, &opt_bytes)?;
+        }
+        if cfg.eval.every > 0 && done % cfg.eval.every == 0 && done < cfg.train.epochs {
+            let q = quick_eval(
+                &model,
+                &test_set,
+                &Pgd::linf(cfg.eval.eps, cfg.eval.step_size, cfg.eval.steps.min(10)),
+                cfg.eval.quick_limit,
+                128,
+                0,
+                device,
+            )?;
+            append_metrics(run_dir, &serde_json::json!({"epoch": done, "quick_eval": q}))?;
+        }
+    }
+    let epochs_run = last_epoch.saturating_sub(first_epoch);
+    let img_per_s = images as f64 / started.elapsed().as_secs_f64().max(1e-9);
+    let mut eval_head = cfg.model.eval_head.unwrap_or(cfg.model.head);
+    if let (Some(s2), true) = (&cfg.stage2, last_epoch == cfg.train.epochs) {
+        second_stage(&mut model, cfg, s2, train_arc.clone(), &loss, &attack, device, run_dir, opts.progress)?;
+        eval_head = model.config().head;
+    }
+    let eval_model = with_eval_head(&model, eval_head, cfg.model.posthoc_tau)?;
+    let eval = if last_epoch == cfg.train.epochs {
+        checkpoint::save(
+            &eval_model,
+            &run_dir.join("model.safetensors"),
+            &CheckpointInfo { epoch: cfg.train.epochs as u64, extra: Default::default() },
+        )?;
+        let e = quick_eval(
+            &eval_model,
+            &test_set,
+            &Pgd::linf(cfg.eval.eps, cfg.eval.step_size, cfg.eval.steps),
+            cfg.eval.limit,
+            128,
+            0,
+            device,
+        )?;
+        let report = serde_json::json!({"config": cfg, "class_counts": counts, "eval": e});
+        robal_data::write_atomic(
+            &run_dir.join("report.json"),
+            serde_json::to_string_pretty(&report).unwrap_or_default().as_bytes(),
+        )?;
+        e
+    } else {
+        quick_eval(&eval_model, &test_set, &Pgd::linf(cfg.eval.eps, cfg.eval.step_size, 1), 64, 64, 0, device)?
+    };
+    Ok(RunSummary { epochs_run, eval, img_per_s, run_dir: run_dir.clone() })
+}
+
+/// Two-stage baselines on the frozen, trained backbone (BatchNorm in evaluation mode),
+/// with class-balanced sampling: `crt` trains a fresh FC head; `lws` keeps the FC head
+/// and learns per-class gains. Training examples are adversarial unless mode is `plain`.
+#[allow(clippy::too_many_arguments)]
+fn second_stage(
+    model: &mut Classifier,
+    cfg: &TrainConfig,
+    s2: &Stage2Section,
+    train_set: Arc<ImageSet>,
+    loss: &TrainLoss,
+    attack: &Pgd,
+    device: &Device,
+    run_dir: &Path,
+    progress: bool,
+) -> Result<()> {
+    let prefix = if s2.kind == "crt" {
+        model.replace_head(HeadConfig::Fc, false)?;
+        "head."
+    } else {
+        model.replace_head(HeadConfig::Lws, true)?;
+        "head.gains"
+    };
+    let mut sgd = Sgd::new(model.store().trainable(prefix), cfg.train.momentum, cfg.train.weight_decay);
+    let loader_cfg = LoaderConfig {
+        sampler: Sampler::ClassBalanced,
+        augment: cfg.data.augment,
+        ..LoaderConfig::train(cfg.train.batch_size, cfg.train.seed ^ 0x2)
+    };
+    let loader = Loader::new(train_set, loader_cfg, device.clone())?;
+    for epoch in 0..s2.epochs {
+        let bar = indicatif::ProgressBar::new(loader.num_batches() as u64);
+        if !progress {
+            bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+        }
+        bar.set_prefix(format!("{} {}/{}", s2.kind, epoch + 1, s2.epochs));
+        let (mut sum, mut n) = (0f64, 0usize);
+        for (step, batch) in loader.epoch(epoch as u64).enumerate() {
+            let batch = batch?;
+            let x = if cfg.train.mode == "plain" {
+                batch.images.clone()
+            } else {
+                attack.perturb(
+                    &EvalModel(model),
+                    &batch.images,
+                    &batch.labels,
+                    cfg.train.seed ^ (0x5 << 40 | (epoch << 20 | step) as u64),
+                )?
+            };
+            let l = loss.forward(&model.forward(&x, Mode::Eval)?, &batch.labels, None)?;
+            let value = scalar(&l)?;
+            if !value.is_finite() {
+                return Err(TrainError::NonFinite {
+                    value,
+                    epoch: epoch + 1,
+                    step: step + 1,
+                    checkpoint: format!("{} (stage 1)", run_dir.join("checkpoint.safetensors").display()),
+                });
+            }
+            sgd.step(&l, s2.lr)?;
+            sum += value as f64;
+            n += 1;
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        append_metrics(
+            run_dir,
+            &serde_json::json!({"stage2": s2.kind, "epoch": epoch + 1, "loss": sum / n.max(1) as f64}),
+        )?;
+    }
+    Ok(())
+}
+
+fn safetensors_bytes(state: &std::collections::BTreeMap<String, Tensor>) -> Result<Vec<u8>> {
+    let cpu: Vec<(String, Tensor)> =
+        state.iter().map(|(n, t)| Ok((n.clone(), t.to_device(&Device::Cpu)?.contiguous()?))).collect::<Result<_>>()?;
+    safetensors::serialize(cpu.iter().map(|(n, t)| (n.as_str(), t)), None)
+        .map_err(|e| TrainError::Invalid { what: "optimizer state", reason: e.to_string() })
+}

@@ -1,0 +1,84 @@
+//! Presets parse, overrides apply, bad configs are rejected naming the field,
+//! and SGD / the schedule follow their formulas.
+
+use std::path::PathBuf;
+
+use candle_core::{Device, Tensor, Var};
+use robal::optim::{learning_rate, Sgd};
+use robal::TrainConfig;
+
+fn configs() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../configs")
+}
+
+#[test]
+fn every_preset_parses_and_validates() {
+    let mut n = 0;
+    for entry in std::fs::read_dir(configs()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            TrainConfig::load(&path, &[]).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            n += 1;
+        }
+    }
+    assert!(n >= 20, "only {n} presets");
+}
+
+fn default_preset(overrides: &[&str]) -> robal::Result<TrainConfig> {
+    let o: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+    TrainConfig::load(&configs().join("mnist-lt-robal.toml"), &o)
+}
+
+#[test]
+fn overrides_reach_every_field() {
+    let c = default_preset(&["train.epochs=2", "loss.m=0.2", "train.milestones=[1]", "data.sampler=class-balanced"])
+        .unwrap();
+    assert_eq!(c.train.epochs, 2);
+    assert_eq!(c.train.milestones, vec![1]);
+    assert_eq!(c.data.sampler, "class-balanced");
+    assert!(matches!(c.loss, robal::LossConfig::RobalMargin { m, .. } if m == 0.2));
+}
+
+#[test]
+fn invalid_configs_name_the_field() {
+    for (o, want) in [
+        ("train.epoch=2", "unknown field `epoch`"),
+        ("attack.eps=-0.1", "attack.eps"),
+        ("model.head={ kind = \"fc\" }", "model.head.kind = \"cosine\""),
+        ("train.mode=\"adversarial\"", "train.mode"),
+        ("data.name=\"svhn\"", "data.name"),
+        ("model.arch=\"vgg\"", "model.arch"),
+        ("data.ratio=0", "data.ratio"),
+        ("model.posthoc_tau=nan", "model.posthoc_tau"),
+    ] {
+        let e = default_preset(&[o]).unwrap_err().to_string();
+        assert!(e.contains(want) && e.contains("mnist-lt-robal.toml"), "{o}: {e}");
+    }
+    let e = default_preset(&["nonsense"]).unwrap_err().to_string();
+    assert!(e.contains("--set") && e.contains("key=value"), "{e}");
+}
+
+#[test]
+fn sgd_follows_the_momentum_rule() {
+    // One parameter p = 1, loss = 3 p  (gradient 3), mu = 0.9, wd = 0.1, lr = 0.5:
+    // v1 = 3 + 0.1 * 1 = 3.1; p1 = 1 - 0.5 * 3.1 = -0.55;
+    // v2 = 0.9 * 3.1 + 3 + 0.1 * (-0.55) = 5.735; p2 = -0.55 - 0.5 * 5.735 = -3.4175.
+    let p = Var::from_tensor(&Tensor::new(&[1f32], &Device::Cpu).unwrap()).unwrap();
+    let mut sgd = Sgd::new(vec![("p".into(), p.clone())], 0.9, 0.1);
+    for want in [-0.55f32, -3.4175] {
+        let loss = (p.as_tensor() * 3.0).unwrap().sum_all().unwrap();
+        sgd.step(&loss, 0.5).unwrap();
+        let got = p.as_tensor().to_vec1::<f32>().unwrap()[0];
+        assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+    }
+}
+
+#[test]
+fn learning_rate_schedule() {
+    let ms = [60, 75];
+    assert_eq!(learning_rate(0.1, 0, 0.0, 0, &ms, 0.1), 0.1);
+    assert!((learning_rate(0.1, 60, 0.0, 0, &ms, 0.1) - 0.01).abs() < 1e-12);
+    assert!((learning_rate(0.1, 79, 0.5, 0, &ms, 0.1) - 0.001).abs() < 1e-12);
+    assert!((learning_rate(0.1, 0, 0.5, 2, &ms, 0.1) - 0.025).abs() < 1e-9, "warm-up: half of the first of two epochs");
+    assert!((learning_rate(0.1, 2, 0.0, 2, &ms, 0.1) - 0.1).abs() < 1e-12);
+}

@@ -1,0 +1,109 @@
+//! The trainer end to end on small slices of the embedded MNIST-LT set.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::Device;
+use robal::train::{train, RunOptions};
+use robal::{TrainConfig, TrainError};
+
+fn preset(name: &str, extra: &[&str]) -> TrainConfig {
+    let mut o: Vec<String> = [
+        "data.limit=128",
+        "train.batch_size=32",
+        "attack.steps=1",
+        "eval.limit=32",
+        "eval.steps=2",
+        "train.epochs=3",
+        "train.milestones=[2]",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    o.extend(extra.iter().map(|s| s.to_string()));
+    TrainConfig::load(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../configs").join(name), &o).unwrap()
+}
+
+fn opts(dir: &Path) -> RunOptions {
+    RunOptions { run_dir: dir.to_path_buf(), resume: false, progress: false, stop_after: None }
+}
+
+fn weights(path: &Path) -> Vec<(String, Vec<u32>)> {
+    let t = candle_core::safetensors::load(path, &Device::Cpu).unwrap();
+    let mut v: Vec<(String, Vec<u32>)> = t
+        .into_iter()
+        .map(|(n, t)| (n, t.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|f| f.to_bits()).collect()))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn stopped_and_resumed_run_equals_uninterrupted_run() {
+    let cfg = preset("mnist-lt-robal.toml", &[]);
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let full = train(&cfg, &opts(a.path()), &Device::Cpu).unwrap();
+    assert_eq!(full.epochs_run, 3);
+    let part = train(&cfg, &RunOptions { stop_after: Some(1), ..opts(b.path()) }, &Device::Cpu).unwrap();
+    assert_eq!(part.epochs_run, 1);
+    assert!(!b.path().join("model.safetensors").exists(), "an interrupted run has no final model");
+    let rest = train(&cfg, &RunOptions { resume: true, ..opts(b.path()) }, &Device::Cpu).unwrap();
+    assert_eq!(rest.epochs_run, 2);
+    assert_eq!(weights(&a.path().join("model.safetensors")), weights(&b.path().join("model.safetensors")));
+    let metrics = std::fs::read_to_string(b.path().join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 3, "one line per epoch across the interruption");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(a.path().join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["eval"]["clean"]["per_class"].as_array().unwrap().len(), 10);
+    // Resuming with another config is refused.
+    let other = preset("mnist-lt-robal.toml", &["train.lr=0.05"]);
+    let e = train(&other, &RunOptions { resume: true, ..opts(b.path()) }, &Device::Cpu).unwrap_err().to_string();
+    assert!(e.contains("config differs"), "{e}");
+}
+
+#[test]
+fn non_finite_loss_stops_naming_epoch_step_and_last_checkpoint() {
+    // The learning rate explodes at epoch 2: its first step makes the weights infinite,
+    // the second step's loss is NaN.
+    let cfg = preset(
+        "mnist-lt-pgd-at.toml",
+        &["train.mode=\"plain\"", "train.milestones=[1]", "train.lr_gamma=1e38", "train.lr=10.0"],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let e = train(&cfg, &opts(dir.path()), &Device::Cpu).unwrap_err();
+    let TrainError::NonFinite { epoch, step, checkpoint, .. } = &e else { panic!("{e}") };
+    assert_eq!((*epoch, *step), (2, 2), "{e}");
+    assert!(checkpoint.ends_with("checkpoint.safetensors"), "{e}");
+    let (_, info) = robal_models::checkpoint::load(Path::new(checkpoint), &Device::Cpu).unwrap();
+    assert_eq!(info.epoch, 1, "the last good checkpoint is epoch 1's");
+}
+
+#[test]
+fn baselines_run_pgd_at_trades_plain_and_two_stage() {
+    for (preset_name, extra) in [
+        ("mnist-lt-pgd-at.toml", vec!["train.epochs=1"]),
+        ("mnist-lt-pgd-at.toml", vec!["train.epochs=1", "train.mode=\"trades\"", "train.beta_reg=6.0"]),
+        (
+            "mnist-lt-pgd-at.toml",
+            vec![
+                "train.epochs=1",
+                "data.sampler=\"class-balanced\"",
+                "train.reweight={ kind = \"drw\", beta = 0.999, from_epoch = 0 }",
+            ],
+        ),
+        ("mnist-lt-pgd-at.toml", vec!["train.epochs=1", "stage2={ kind = \"lws\", epochs = 1, lr = 0.01 }"]),
+        ("mnist-lt-pgd-at.toml", vec!["train.epochs=1", "stage2={ kind = \"crt\", epochs = 1, lr = 0.01 }"]),
+        (
+            "mnist-lt-pgd-at.toml",
+            vec!["train.epochs=1", "model.eval_head={ kind = \"tau-norm\", tau = 1.0 }", "model.posthoc_tau=1.0"],
+        ),
+    ] {
+        let cfg = preset(preset_name, &extra);
+        let dir = tempfile::tempdir().unwrap();
+        let s = train(&cfg, &opts(dir.path()), &Device::Cpu).unwrap_or_else(|e| panic!("{extra:?}: {e}"));
+        assert!(s.eval.clean.overall.is_finite());
+        let (m, _) = robal_models::checkpoint::load(&dir.path().join("model.safetensors"), &Device::Cpu).unwrap();
+        if extra.iter().any(|e| e.contains("lws")) {
+            assert_eq!(m.config().head, robal_models::HeadConfig::Lws);
+        }
+    }
+}
