@@ -6,7 +6,7 @@ use candle_core::{DType, Result, Tensor};
 
 use crate::attack::{Attack, AttackResult, Tracker};
 use crate::loss::Loss;
-use crate::model::{argmax_rows, loss_and_grad, misclassified, select_rows, Model};
+use crate::model::{fooled_by, loss_and_grad, misclassified, select_rows, Model};
 use crate::subset::run_on_rows;
 use crate::threat::{ascent_direction, project, start, Norm, RandomStart};
 
@@ -65,7 +65,7 @@ impl Apgd {
         let mut x_adv = start(x, self.eps, self.norm, RandomStart::Uniform, seed)?;
         let first = loss_and_grad(model, &x_adv, y, loss)?;
         let mut track = Tracker::new(x, misclassified(model, x, yv)?);
-        track.update(&x_adv, &fooled(&first.logits, yv)?)?;
+        track.update(&x_adv, &fooled_by(&first.logits, yv)?)?;
         let (mut grad, mut grad_best, mut x_best) = (first.grad.clone(), first.grad, x_adv.clone());
         let mut loss_best = first.loss.clone();
         let mut prev_loss = first.loss;
@@ -83,7 +83,7 @@ impl Apgd {
                 project(&(&x_adv + ascent_direction(&grad, self.norm)?.broadcast_mul(&eta)?)?, x, self.eps, self.norm)?;
             x_adv = project(&((&x_adv + ((z - &x_adv)? * a)?)? + (momentum * (1.0 - a))?)?, x, self.eps, self.norm)?;
             let st = loss_and_grad(model, &x_adv, y, loss)?;
-            track.update(&x_adv, &fooled(&st.logits, yv)?)?;
+            track.update(&x_adv, &fooled_by(&st.logits, yv)?)?;
             grad = st.grad;
             let better: Vec<bool> = st.loss.iter().zip(&loss_best).map(|(l, b)| l > b).collect();
             for e in 0..b {
@@ -132,10 +132,6 @@ fn per_row_shape(x: &Tensor) -> Vec<usize> {
     let mut s = vec![1usize; x.rank()];
     s[0] = x.dims()[0];
     s
-}
-
-fn fooled(logits: &Tensor, y: &[u32]) -> Result<Vec<bool>> {
-    Ok(argmax_rows(logits)?.iter().zip(y).map(|(p, l)| p != l).collect())
 }
 
 impl Attack for Apgd {

@@ -79,3 +79,8 @@ pub fn select_rows(mask: &[bool], a: &Tensor, b: &Tensor) -> Result<Tensor> {
 pub fn argmax_rows(logits: &Tensor) -> Result<Vec<u32>> {
     logits.argmax(D::Minus1)?.to_dtype(DType::U32)?.to_vec1()
 }
+
+/// Per-example "misclassified" flags from logits already computed: argmax != label.
+pub fn fooled_by(logits: &Tensor, y: &[u32]) -> Result<Vec<bool>> {
+    Ok(argmax_rows(logits)?.iter().zip(y).map(|(p, l)| p != l).collect())
+}

@@ -4,15 +4,11 @@ use candle_core::{Result, Tensor};
 
 use crate::attack::{Attack, AttackResult, Tracker};
 use crate::loss::Loss;
-use crate::model::{argmax_rows, loss_and_grad, misclassified, Model};
+use crate::model::{fooled_by, loss_and_grad, misclassified, Model};
 use crate::threat::{ascent_direction, project, start, Norm, RandomStart};
 
 fn labels(y: &Tensor) -> Result<Vec<u32>> {
     y.to_vec1::<u32>()
-}
-
-fn fooled_by(logits: &Tensor, y: &[u32]) -> Result<Vec<bool>> {
-    Ok(argmax_rows(logits)?.iter().zip(y).map(|(p, l)| p != l).collect())
 }
 
 /// FGSM: x_adv = clip_[0,1](x + eps * sign(grad_x CE(f(x), y))).

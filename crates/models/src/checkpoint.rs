@@ -7,7 +7,7 @@
 //! their own keys (e.g. the trainer's state).
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 
@@ -99,16 +99,21 @@ pub fn load(path: &Path, device: &Device) -> Result<(Classifier, CheckpointInfo)
         let tau: f64 = t.parse().map_err(|_| ckpt_err(path, format!("bad `robal.posthoc_tau` {t:?}")))?;
         model.set_posthoc(Some(tau))?;
     }
-    let epoch = meta.get("robal.epoch").and_then(|e| e.parse().ok()).unwrap_or(0);
-    let extra = meta.into_iter().filter(|(k, _)| !k.starts_with("robal.")).collect();
-    Ok((model, CheckpointInfo { epoch, extra }))
+    Ok((model, info_of(meta)))
 }
 
 /// Load the tensors of `path` into an existing model (e.g. one built from flags),
-/// reporting missing, unexpected and mis-shaped tensors.
-pub fn load_weights(model: &Classifier, path: &Path) -> Result<()> {
-    let (tensors, _) = read_safetensors(path)?;
-    load_state(model, path, &tensors)
+/// reporting missing, unexpected and mis-shaped tensors; returns the file's epoch and extras.
+pub fn load_weights(model: &Classifier, path: &Path) -> Result<CheckpointInfo> {
+    let (tensors, meta) = read_safetensors(path)?;
+    load_state(model, path, &tensors)?;
+    Ok(info_of(meta))
+}
+
+fn info_of(meta: HashMap<String, String>) -> CheckpointInfo {
+    let epoch = meta.get("robal.epoch").and_then(|e| e.parse().ok()).unwrap_or(0);
+    let extra = meta.into_iter().filter(|(k, _)| !k.starts_with("robal.")).collect();
+    CheckpointInfo { epoch, extra }
 }
 
 fn load_state(model: &Classifier, path: &Path, tensors: &BTreeMap<String, Tensor>) -> Result<()> {
@@ -165,9 +170,4 @@ pub fn import_pytorch(model: &Classifier, path: &Path) -> Result<()> {
         }
     }
     load_state(model, path, &tensors)
-}
-
-/// Path helper: `dir/name` as a `PathBuf`.
-pub fn in_dir(dir: &Path, name: &str) -> PathBuf {
-    dir.join(name)
 }

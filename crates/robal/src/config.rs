@@ -322,7 +322,7 @@ impl TrainConfig {
             ("eval.step_size", self.eval.step_size),
         ] {
             if !(v >= 0.0 && v.is_finite()) {
-                return Err(invalid(name_static(name), format!("{v}: must be a finite number >= 0")));
+                return Err(invalid(name, format!("{v}: must be a finite number >= 0")));
             }
         }
         if !["uniform", "one-sided"].contains(&self.attack.random_start.as_str()) {
@@ -364,14 +364,5 @@ impl TrainConfig {
             }
         }
         Ok(())
-    }
-}
-
-fn name_static(name: &str) -> &'static str {
-    match name {
-        "attack.eps" => "attack.eps",
-        "attack.step_size" => "attack.step_size",
-        "eval.eps" => "eval.eps",
-        _ => "eval.step_size",
     }
 }

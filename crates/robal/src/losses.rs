@@ -1,14 +1,10 @@
 //! Training losses on logits z (B, C), labels y (B,) and class counts n_c (SPEC section 4).
 //! Every loss returns the batch mean unless stated otherwise.
 
-use candle_core::{DType, Result, Tensor, D};
+use candle_core::{Result, Tensor, D};
 use candle_nn::ops::log_softmax;
+use robal_attacks::loss::one_hot;
 use serde::{Deserialize, Serialize};
-
-/// One-hot (B, C) f32 of labels.
-pub fn one_hot(y: &Tensor, c: usize) -> Result<Tensor> {
-    Tensor::eye(c, DType::F32, y.device())?.index_select(y, 0)
-}
 
 /// log(pi_c) as a (1, C) row, pi_c = n_c / sum(n).
 pub fn log_prior(counts: &[usize], device: &candle_core::Device) -> Result<Tensor> {

@@ -181,9 +181,7 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions, device: &Device) -> Result<Ru
             });
         }
         if ckpt_path.is_file() {
-            checkpoint::load_weights(&model, &ckpt_path)?;
-            let (_, info) = checkpoint::load(&ckpt_path, device)?;
-            first_epoch = info.epoch as usize;
+            first_epoch = checkpoint::load_weights(&model, &ckpt_path)?.epoch as usize;
             let opt = candle_core::safetensors::load(&opt_path, device)
                 .map_err(|e| TrainError::Resume { path: opt_path.display().to_string(), reason: e.to_string() })?;
             sgd.set_state(opt.into_iter().collect());
