@@ -1,6 +1,7 @@
 //! `cargo xtask`: robal-rs's task runner.
 
 mod data;
+mod eval;
 mod train;
 
 use anyhow::Result;
@@ -19,11 +20,17 @@ enum Command {
     Data(data::DataArgs),
     /// Train a preset (default: RoBal on the embedded MNIST-LT) and evaluate it.
     Train(train::TrainArgs),
+    /// Evaluate a checkpoint: attack suite, per-class metrics, robustness audit, report and plots.
+    Eval(eval::EvalArgs),
+    /// Put several evaluated runs side by side (paper-style tables) and draw comparison plots.
+    Report(eval::ReportArgs),
 }
 
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Data(args) => data::run(args),
         Command::Train(args) => train::run(args),
+        Command::Eval(args) => eval::run(args),
+        Command::Report(args) => eval::report(args),
     }
 }

@@ -34,6 +34,14 @@ pub struct DataConfig {
     /// least one image (0 = all; for smoke runs and tests). Counts and prior follow the subset.
     #[serde(default)]
     pub limit: usize,
+    /// CIFAR only: read the training images from this one CIFAR-format batch file
+    /// (any whole number of records) instead of the official set under `dir`; the
+    /// long-tailed subset is then drawn from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_file: Option<String>,
+    /// CIFAR only: read the test images from this batch file instead of `dir`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_file: Option<String>,
 }
 
 fn default_data_dir() -> String {

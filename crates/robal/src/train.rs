@@ -4,7 +4,9 @@
 //! Run folder: `config.toml` (the config used), `metrics.jsonl` (one JSON object
 //! per epoch and per quick evaluation), `checkpoint.safetensors` +
 //! `optimizer.safetensors` (the last completed epoch), `model.safetensors` (the
-//! final model with its evaluation head), `report.json` (final evaluation).
+//! final model with its evaluation head and, in its metadata under `train_config`, the
+//! config), `train_eval.json` (the final quick evaluation; `cargo xtask eval` writes the
+//! full `report.json`).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -33,14 +35,18 @@ pub fn load_data(cfg: &TrainConfig) -> Result<(ImageSet, ImageSet)> {
         "mnist-lt" => (load_embedded("mnist-lt", Split::Train)?, load_embedded("mnist-lt", Split::Test)?),
         name => {
             let kind = if name == "cifar10-lt" { Cifar::Cifar10 } else { Cifar::Cifar100 };
-            let full = cifar::read(&cfg.data.dir, kind, Split::Train)?;
+            let read = |file: &Option<String>, split| match file {
+                Some(f) => cifar::read_batch_file(f, kind),
+                None => cifar::read(&cfg.data.dir, kind, split),
+            };
+            let full = read(&cfg.data.train_file, Split::Train)?;
             let profile = if cfg.data.profile == "step" {
                 Profile::Step { ratio: cfg.data.ratio }
             } else {
                 Profile::Exp { ratio: cfg.data.ratio }
             };
             let train = long_tailed(&full, profile, Selection::Reference { seed: 0 })?;
-            let test = cifar::read(&cfg.data.dir, kind, Split::Test)?.with_classes(train.classes().clone())?;
+            let test = read(&cfg.data.test_file, Split::Test)?.with_classes(train.classes().clone())?;
             (train, test)
         }
     };
@@ -188,7 +194,7 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions, device: &Device) -> Result<Ru
         }
     } else {
         for stale in
-            ["metrics.jsonl", "checkpoint.safetensors", "optimizer.safetensors", "model.safetensors", "report.json"]
+            ["metrics.jsonl", "checkpoint.safetensors", "optimizer.safetensors", "model.safetensors", "train_eval.json"]
         {
             let _ = std::fs::remove_file(run_dir.join(stale));
         }
@@ -340,7 +346,10 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions, device: &Device) -> Result<Ru
         checkpoint::save(
             &eval_model,
             &run_dir.join("model.safetensors"),
-            &CheckpointInfo { epoch: cfg.train.epochs as u64, extra: Default::default() },
+            &CheckpointInfo {
+                epoch: cfg.train.epochs as u64,
+                extra: [("train_config".to_string(), config_text.clone())].into_iter().collect(),
+            },
         )?;
         let e = quick_eval(
             &eval_model,
@@ -353,7 +362,7 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions, device: &Device) -> Result<Ru
         )?;
         let report = serde_json::json!({"config": cfg, "class_counts": counts, "eval": e});
         robal_data::write_atomic(
-            &run_dir.join("report.json"),
+            &run_dir.join("train_eval.json"),
             serde_json::to_string_pretty(&report).unwrap_or_default().as_bytes(),
         )?;
         e

@@ -52,7 +52,7 @@ fn stopped_and_resumed_run_equals_uninterrupted_run() {
     let metrics = std::fs::read_to_string(b.path().join("metrics.jsonl")).unwrap();
     assert_eq!(metrics.lines().count(), 3, "one line per epoch across the interruption");
     let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(a.path().join("report.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(a.path().join("train_eval.json")).unwrap()).unwrap();
     assert_eq!(report["eval"]["clean"]["per_class"].as_array().unwrap().len(), 10);
     // Resuming with another config is refused.
     let other = preset("mnist-lt-robal.toml", &["train.lr=0.05"]);

@@ -1,0 +1,35 @@
+//! # robal-eval
+//!
+//! Evaluation of robust long-tailed classifiers the way RoBal and its successors
+//! report it (SPEC section 6), and a check of whether the numbers can be trusted:
+//!
+//! - [`suite`]: the attack list (clean, FGSM, PGD-20, MIM, CW-inf, AutoAttack...) and
+//!   running it over a test set;
+//! - [`metrics`]: confusion matrix, per-class recall / precision / F1, balanced accuracy,
+//!   shot groups and groups of ten classes;
+//! - [`audit`]: gradient-masking checks (CE vs margin attacks, logit-scale sweep, zero
+//!   gradients, steps and eps sweeps);
+//! - [`report`]: `report.json` / `report.md` and the paper-style table;
+//! - [`plot`]: per-class accuracy vs training count, training curves (SVG + PNG);
+//! - [`hub`]: `hf://` checkpoints through the hf-hub cache;
+//! - [`job`]: all of it for one checkpoint (what `cargo xtask eval` runs);
+//! - [`compare`]: several runs side by side (`cargo xtask report`).
+
+pub mod audit;
+pub mod compare;
+pub mod error;
+pub mod hub;
+pub mod job;
+pub mod metrics;
+mod nan;
+pub mod plot;
+mod progress;
+pub mod report;
+pub mod suite;
+
+pub use audit::{audit, AuditConfig, AuditResult, Flag};
+pub use error::{EvalError, Result};
+pub use job::{evaluate, load_model, load_test_set, write_outputs, DataSpec, EvalOptions, LoadedModel, ModelFlags};
+pub use metrics::{balanced_accuracy, ClassMetrics, Confusion, GroupMean};
+pub use report::{AttackReport, Report};
+pub use suite::{run_suite, AttackOutcome, AttackSettings, AttackSpec, DEFAULT_ATTACKS};

@@ -1,0 +1,181 @@
+//! `cargo xtask eval`: the full attack suite, per-class metrics and the robustness
+//! audit for one checkpoint; `cargo xtask report`: several runs side by side.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use robal_data::Dataset;
+use robal_eval::job::{describe_head, EvalOptions};
+use robal_eval::{AttackSettings, AttackSpec, AuditConfig, DataSpec, ModelFlags};
+
+#[derive(Args)]
+pub struct EvalArgs {
+    /// A run folder, a checkpoint (robal-rs .safetensors, PyTorch .pt/.pth with --arch), or hf://owner/repo/file.
+    checkpoint: String,
+    /// Test data: mnist-lt, cifar10:DIR, cifar100:DIR, cifar10-bin:FILE, cifar100-bin:FILE (default: the checkpoint's own).
+    #[arg(long, default_value = "")]
+    data: String,
+    /// Attacks: default (clean,fgsm,pgd,mim,cw,aa-paper), aa (full standard AutoAttack), or a comma list
+    /// of clean, fgsm, pgd, mim, cw, aa-paper, aa, apgd-ce, apgd-dlr, apgd-t, fab-t, square.
+    #[arg(long, default_value = "default")]
+    attacks: String,
+    /// L-inf radius (default 8/255).
+    #[arg(long)]
+    eps: Option<f64>,
+    /// PGD/MIM/CW steps.
+    #[arg(long, default_value_t = 20)]
+    steps: usize,
+    /// PGD/MIM/CW step size (default 2/255).
+    #[arg(long)]
+    step_size: Option<f64>,
+    /// Random start of PGD/MIM/CW: uniform or off.
+    #[arg(long, default_value = "uniform")]
+    random_start: String,
+    /// Seed of the attacks.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Evaluate N test images, evenly spaced over the set (0 = all).
+    #[arg(long, default_value_t = 0)]
+    limit: usize,
+    /// Batch size.
+    #[arg(long, default_value_t = 128)]
+    batch: usize,
+    /// Images used by the audit's sweeps.
+    #[arg(long, default_value_t = 100)]
+    audit_limit: usize,
+    /// Accuracy gap (points) the audit flags.
+    #[arg(long, default_value_t = 2.0)]
+    audit_threshold: f64,
+    /// Skip the audit's sweeps (the CE-vs-margin check still runs).
+    #[arg(long)]
+    no_audit: bool,
+    /// Output folder (default: the run folder, else the checkpoint's folder).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Architecture of a PyTorch checkpoint, e.g. wrn-34-10.
+    #[arg(long)]
+    arch: Option<String>,
+    /// Head: fc or cosine (PyTorch checkpoints), or posthoc (boundary adjustment by --tau-p).
+    #[arg(long)]
+    head: Option<String>,
+    /// Cosine scale s.
+    #[arg(long)]
+    scale: Option<f64>,
+    /// Cosine gamma.
+    #[arg(long)]
+    gamma: Option<f64>,
+    /// Classes of a PyTorch checkpoint.
+    #[arg(long)]
+    num_classes: Option<usize>,
+    /// Input channels of a PyTorch checkpoint (default 3).
+    #[arg(long)]
+    in_channels: Option<usize>,
+    /// Post-hoc boundary adjustment z - tau_p log(prior).
+    #[arg(long)]
+    tau_p: Option<f64>,
+    /// hf-hub cache folder (default $HF_HOME/hub).
+    #[arg(long)]
+    hf_cache: Option<PathBuf>,
+    /// Never download: use the hf-hub cache only.
+    #[arg(long)]
+    offline: bool,
+    /// Device: cpu, or cuda (needs the `cuda` feature).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+pub fn run(a: EvalArgs) -> Result<()> {
+    let device = crate::train::device(&a.device)?;
+    let flags = ModelFlags {
+        arch: a.arch.clone(),
+        head: a.head.clone(),
+        scale: a.scale,
+        gamma: a.gamma,
+        num_classes: a.num_classes,
+        in_channels: a.in_channels,
+        tau_p: a.tau_p,
+    };
+    let mut loaded = robal_eval::load_model(&a.checkpoint, &flags, a.hf_cache.as_deref(), a.offline, &device)
+        .with_context(|| format!("loading checkpoint {}", a.checkpoint))?;
+    if let Some(tau) = a.tau_p {
+        if loaded.model.class_counts().is_none() {
+            let cfg = loaded.train_config.as_ref().context(
+                "--tau-p needs the training counts per class: this checkpoint has none (evaluate a robal-rs checkpoint)",
+            )?;
+            let (train, _) = robal::train::load_data(cfg)?;
+            loaded.model.set_class_counts(train.classes().train_counts().to_vec())?;
+        }
+        loaded.model.set_posthoc(Some(tau))?;
+    }
+    let spec = DataSpec::parse(&a.data)?;
+    let (test, data_name) = robal_eval::load_test_set(&spec, &loaded, a.limit)?;
+    let random_start = match a.random_start.as_str() {
+        "uniform" => true,
+        "off" => false,
+        other => anyhow::bail!("--random-start {other:?}: expected uniform or off"),
+    };
+    let defaults = AttackSettings::default();
+    let settings = AttackSettings {
+        eps: a.eps.unwrap_or(defaults.eps),
+        steps: a.steps,
+        step_size: a.step_size.unwrap_or(defaults.step_size),
+        random_start,
+        seed: a.seed,
+        ..defaults
+    };
+    let opts = EvalOptions {
+        attacks: AttackSpec::parse_list(&a.attacks)?,
+        settings,
+        audit: (!a.no_audit).then_some(AuditConfig {
+            threshold: a.audit_threshold,
+            limit: a.audit_limit,
+            batch: a.batch,
+            ..Default::default()
+        }),
+        batch: a.batch,
+        progress: true,
+    };
+    println!(
+        "evaluating {} ({}) on {}: {}",
+        loaded.path.display(),
+        describe_head(&loaded.model),
+        data_name,
+        opts.attacks.iter().map(|s| s.token()).collect::<Vec<_>>().join(", ")
+    );
+    let report = robal_eval::evaluate(&loaded.model, &test, &a.checkpoint, &data_name, &opts)?;
+    let out = a
+        .out
+        .or_else(|| loaded.run_dir.clone())
+        .or_else(|| loaded.path.parent().map(|p| p.to_path_buf()))
+        .unwrap_or_else(|| PathBuf::from("."));
+    let metrics = loaded.run_dir.as_ref().map(|d| d.join("metrics.jsonl"));
+    let written = robal_eval::write_outputs(&report, &out, metrics.as_deref())?;
+    println!("\n{}", report.summary_table());
+    if report.audit.flags.is_empty() {
+        println!("audit: no check fired ({} images in the sweeps)", report.audit.images);
+    }
+    for f in &report.audit.flags {
+        println!("audit WARNING [{}]: {}", f.check, f.message);
+    }
+    println!("\nwrote {}", written.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct ReportArgs {
+    /// Run folders (or report.json files) evaluated by `cargo xtask eval`.
+    #[arg(required = true)]
+    runs: Vec<PathBuf>,
+    /// Output folder for comparison.md and the plots.
+    #[arg(long, default_value = "runs/comparison")]
+    out: PathBuf,
+}
+
+pub fn report(a: ReportArgs) -> Result<()> {
+    let runs = robal_eval::compare::load_runs(&a.runs)?;
+    println!("{}", robal_eval::compare::tables(&runs));
+    let written = robal_eval::compare::write_comparison(&runs, &a.out)?;
+    println!("wrote {}", written.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
+    Ok(())
+}
