@@ -20,13 +20,13 @@ pub struct EvalArgs {
     /// of clean, fgsm, pgd, mim, cw, aa-paper, aa, apgd-ce, apgd-dlr, apgd-t, fab-t, square.
     #[arg(long, default_value = "default")]
     attacks: String,
-    /// L-inf radius (default 8/255).
+    /// L-inf radius (default: the checkpoint's training config `eval.eps`, else 8/255).
     #[arg(long)]
     eps: Option<f64>,
-    /// PGD/MIM/CW steps.
-    #[arg(long, default_value_t = 20)]
-    steps: usize,
-    /// PGD/MIM/CW step size (default 2/255).
+    /// PGD/MIM/CW steps (default: the training config's `eval.steps`, else 20).
+    #[arg(long)]
+    steps: Option<usize>,
+    /// PGD/MIM/CW step size (default: the training config's `eval.step_size`, else 2/255).
     #[arg(long)]
     step_size: Option<f64>,
     /// Random start of PGD/MIM/CW: uniform or off.
@@ -115,15 +115,21 @@ pub fn run(a: EvalArgs) -> Result<()> {
         "off" => false,
         other => anyhow::bail!("--random-start {other:?}: expected uniform or off"),
     };
-    let defaults = AttackSettings::default();
+    // Threat model: flags, else the one the model was trained and evaluated for, else SPEC's.
+    let mut defaults = AttackSettings::default();
+    if let Some(cfg) = &loaded.train_config {
+        (defaults.eps, defaults.step_size, defaults.steps) = (cfg.eval.eps, cfg.eval.step_size, cfg.eval.steps);
+    }
     let settings = AttackSettings {
         eps: a.eps.unwrap_or(defaults.eps),
-        steps: a.steps,
+        steps: a.steps.unwrap_or(defaults.steps),
         step_size: a.step_size.unwrap_or(defaults.step_size),
         random_start,
         seed: a.seed,
         ..defaults
     };
+    settings.validate()?;
+    anyhow::ensure!(a.batch > 0, "--batch 0: expected at least 1");
     let opts = EvalOptions {
         attacks: AttackSpec::parse_list(&a.attacks)?,
         settings,
@@ -152,8 +158,10 @@ pub fn run(a: EvalArgs) -> Result<()> {
     let metrics = loaded.run_dir.as_ref().map(|d| d.join("metrics.jsonl"));
     let written = robal_eval::write_outputs(&report, &out, metrics.as_deref())?;
     println!("\n{}", report.summary_table());
-    if report.audit.flags.is_empty() {
-        println!("audit: no check fired ({} images in the sweeps)", report.audit.images);
+    match (report.audit.flags.is_empty(), a.no_audit) {
+        (true, true) => println!("audit: sweeps skipped (--no-audit); the CE-vs-margin check did not fire"),
+        (true, false) => println!("audit: no check fired ({} images in the sweeps)", report.audit.images),
+        _ => {}
     }
     for f in &report.audit.flags {
         println!("audit WARNING [{}]: {}", f.check, f.message);

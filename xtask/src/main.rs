@@ -1,5 +1,6 @@
 //! `cargo xtask`: robal-rs's task runner.
 
+mod bench;
 mod data;
 mod eval;
 mod train;
@@ -21,16 +22,19 @@ enum Command {
     /// Train a preset (default: RoBal on the embedded MNIST-LT) and evaluate it.
     Train(train::TrainArgs),
     /// Evaluate a checkpoint: attack suite, per-class metrics, robustness audit, report and plots.
-    Eval(eval::EvalArgs),
+    Eval(Box<eval::EvalArgs>),
     /// Put several evaluated runs side by side (paper-style tables) and draw comparison plots.
     Report(eval::ReportArgs),
+    /// Images/s and peak memory of the attack, train and infer steps, beside PyTorch.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Data(args) => data::run(args),
         Command::Train(args) => train::run(args),
-        Command::Eval(args) => eval::run(args),
+        Command::Eval(args) => eval::run(*args),
         Command::Report(args) => eval::report(args),
+        Command::Bench(args) => bench::run(args),
     }
 }

@@ -69,7 +69,14 @@ fn accuracy(flags: &[bool]) -> f64 {
 }
 
 /// Robust accuracy of `attack` on (x, y), in batches.
-fn robust_accuracy(model: &dyn Model, attack: &dyn Attack, x: &Tensor, y: &Tensor, batch: usize, seed: u64) -> Result<f64> {
+fn robust_accuracy(
+    model: &dyn Model,
+    attack: &dyn Attack,
+    x: &Tensor,
+    y: &Tensor,
+    batch: usize,
+    seed: u64,
+) -> Result<f64> {
     let n = x.dim(0)?;
     let mut robust = Vec::with_capacity(n);
     for (k, start) in (0..n).step_by(batch).enumerate() {
@@ -121,7 +128,13 @@ pub fn audit(
     for k in -2i32..=2 {
         let factor = 10f64.powi(k);
         let scaled = ScaledLogits { model, scale: factor };
-        let clean = accuracy(&robal_attacks::model::predict(&scaled, &x)?.iter().zip(y.to_vec1::<u32>()?).map(|(p, l)| *p == l).collect::<Vec<_>>());
+        let clean = accuracy(
+            &robal_attacks::model::predict(&scaled, &x)?
+                .iter()
+                .zip(y.to_vec1::<u32>()?)
+                .map(|(p, l)| *p == l)
+                .collect::<Vec<_>>(),
+        );
         r.scale_sweep.push((factor, clean, robust_accuracy(&scaled, &pgd, &x, &y, batch, seed)?));
     }
     let own = r.scale_sweep[2].2;
@@ -162,11 +175,8 @@ pub fn audit(
     // Steps: one step of size eps, the configured steps, 4x the steps.
     let one = robal_attacks::Pgd { steps: 1, step_size: settings.eps, ..pgd.clone() };
     let many = robal_attacks::Pgd { steps: 4 * settings.steps, ..pgd.clone() };
-    let (a1, a_s, a4) = (
-        robust_accuracy(model, &one, &x, &y, batch, seed)?,
-        own,
-        robust_accuracy(model, &many, &x, &y, batch, seed)?,
-    );
+    let (a1, a_s, a4) =
+        (robust_accuracy(model, &one, &x, &y, batch, seed)?, own, robust_accuracy(model, &many, &x, &y, batch, seed)?);
     r.steps_sweep = vec![(1, a1), (settings.steps, a_s), (4 * settings.steps, a4)];
     if 100.0 * a1 > t && a_s >= a1 {
         r.flags.push(Flag {

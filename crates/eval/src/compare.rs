@@ -31,7 +31,8 @@ pub fn load_runs(runs: &[PathBuf]) -> Result<Vec<NamedReport>> {
             if !file.is_file() {
                 return Err(file_err(&file, "no report.json: run `cargo xtask eval` on this run first"));
             }
-            let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| r.display().to_string());
+            let name =
+                dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| r.display().to_string());
             Ok(NamedReport { name, dir, report: Report::load(&file)? })
         })
         .collect()
@@ -56,17 +57,23 @@ pub fn tables(runs: &[NamedReport]) -> String {
     for r in runs {
         let cells: Vec<String> = cols
             .iter()
-            .map(|c| r.report.attacks.iter().find(|a| &column_key(a) == c).map(|a| pct(a.accuracy)).unwrap_or("-".into()))
+            .map(|c| {
+                r.report.attacks.iter().find(|a| &column_key(a) == c).map(|a| pct(a.accuracy)).unwrap_or("-".into())
+            })
             .collect();
         let _ = writeln!(s, "| {} | {} | {} |", r.name, cells.join(" | "), pct(r.report.worst_case.accuracy));
     }
-    let groups: Vec<String> = runs
-        .first()
-        .map(|r| r.report.worst_case.groups.iter().map(|g| g.name.clone()).collect())
-        .unwrap_or_default();
+    let groups: Vec<String> =
+        runs.first().map(|r| r.report.worst_case.groups.iter().map(|g| g.name.clone()).collect()).unwrap_or_default();
     let head: Vec<String> = ["clean", "worst"]
         .iter()
-        .flat_map(|k| groups.iter().chain(std::iter::once(&"balanced".to_string())).map(move |g| format!("{k} {g}")).collect::<Vec<_>>())
+        .flat_map(|k| {
+            groups
+                .iter()
+                .chain(std::iter::once(&"balanced".to_string()))
+                .map(move |g| format!("{k} {g}"))
+                .collect::<Vec<_>>()
+        })
         .collect();
     let _ = write!(s, "\n| run | {} |\n|---|{}\n", head.join(" | "), "---:|".repeat(head.len()));
     for r in runs {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use candle_core::Device;
 use robal::evaluate::EvalModel;
 use robal::TrainConfig;
-use robal_data::{cifar, ClassInfo, Cifar, Dataset, ImageSet, Loader, LoaderConfig, Split};
+use robal_data::{cifar, Cifar, ClassInfo, Dataset, ImageSet, Loader, LoaderConfig, Split};
 use robal_models::{checkpoint, Classifier, HeadConfig, ModelConfig};
 
 use crate::audit::{audit, AuditConfig, AuditResult};
@@ -99,14 +99,15 @@ pub fn load_model(
 
 fn head_override(current: HeadConfig, flags: &ModelFlags) -> Result<Option<HeadConfig>> {
     let head = match (flags.head.as_deref(), current) {
-        (None | Some("posthoc"), HeadConfig::Cosine { scale, gamma, bias }) => HeadConfig::Cosine {
-            scale: flags.scale.unwrap_or(scale),
-            gamma: flags.gamma.unwrap_or(gamma),
-            bias,
-        },
+        (None | Some("posthoc"), HeadConfig::Cosine { scale, gamma, bias }) => {
+            HeadConfig::Cosine { scale: flags.scale.unwrap_or(scale), gamma: flags.gamma.unwrap_or(gamma), bias }
+        }
         (None | Some("posthoc"), h) => {
             if flags.scale.is_some() || flags.gamma.is_some() {
-                return Err(invalid("--scale/--gamma", "apply to a cosine head only; this checkpoint's head is not cosine"));
+                return Err(invalid(
+                    "--scale/--gamma",
+                    "apply to a cosine head only; this checkpoint's head is not cosine",
+                ));
             }
             h
         }
@@ -121,7 +122,8 @@ fn head_override(current: HeadConfig, flags: &ModelFlags) -> Result<Option<HeadC
 }
 
 fn import_foreign(path: &Path, arch: &str, flags: &ModelFlags, device: &Device) -> Result<Classifier> {
-    let num_classes = flags.num_classes.ok_or_else(|| invalid("--num-classes", "a PyTorch checkpoint needs it (e.g. 10)"))?;
+    let num_classes =
+        flags.num_classes.ok_or_else(|| invalid("--num-classes", "a PyTorch checkpoint needs it (e.g. 10)"))?;
     let head = match flags.head.as_deref().unwrap_or("fc") {
         "fc" => HeadConfig::Fc,
         "cosine" => HeadConfig::Cosine {
@@ -203,8 +205,12 @@ pub fn load_test_set(spec: &DataSpec, loaded: &LoadedModel, limit: usize) -> Res
             (test, format!("{} test split", cfg.data.name))
         }
         DataSpec::Embedded(name) => (robal_data::load_embedded(name, Split::Test)?, format!("{name} test split")),
-        DataSpec::Cifar(kind, dir) => (cifar::read(dir, *kind, Split::Test)?, format!("{kind:?} test split of {}", dir.display())),
-        DataSpec::CifarBin(kind, file) => (cifar::read_batch_file(file, *kind)?, format!("{kind:?} records of {}", file.display())),
+        DataSpec::Cifar(kind, dir) => {
+            (cifar::read(dir, *kind, Split::Test)?, format!("{kind:?} test split of {}", dir.display()))
+        }
+        DataSpec::CifarBin(kind, file) => {
+            (cifar::read_batch_file(file, *kind)?, format!("{kind:?} records of {}", file.display()))
+        }
     };
     let model_classes = loaded.model.config().num_classes;
     if set.classes().num_classes() != model_classes {
@@ -258,7 +264,13 @@ pub fn describe_head(model: &Classifier) -> String {
 }
 
 /// Run the suite (and the audit) of `opts` on `test` and assemble the report.
-pub fn evaluate(model: &Classifier, test: &ImageSet, checkpoint: &str, data: &str, opts: &EvalOptions) -> Result<Report> {
+pub fn evaluate(
+    model: &Classifier,
+    test: &ImageSet,
+    checkpoint: &str,
+    data: &str,
+    opts: &EvalOptions,
+) -> Result<Report> {
     let device = model.device().clone();
     let view = EvalModel(model);
     let outcomes = run_suite(&view, test, &opts.attacks, &opts.settings, opts.batch, &device, opts.progress)?;
@@ -273,7 +285,14 @@ pub fn evaluate(model: &Classifier, test: &ImageSet, checkpoint: &str, data: &st
                 .ok_or_else(|| invalid("audit", "empty test set"))??;
             let bar = crate::progress::bar(1, "audit", opts.progress);
             bar.tick();
-            let r = audit(&view, &batch.images, &batch.labels, &outcomes, &opts.settings, &AuditConfig { limit: 0, ..*cfg })?;
+            let r = audit(
+                &view,
+                &batch.images,
+                &batch.labels,
+                &outcomes,
+                &opts.settings,
+                &AuditConfig { limit: 0, ..*cfg },
+            )?;
             bar.finish_and_clear();
             r
         }

@@ -112,7 +112,8 @@ pub fn shot_groups(recall: &[f64], train_counts: &[usize]) -> Vec<GroupMean> {
     [ShotGroup::Many, ShotGroup::Medium, ShotGroup::Few]
         .into_iter()
         .filter_map(|g| {
-            let classes: Vec<usize> = (0..train_counts.len()).filter(|&c| ShotGroup::of_count(train_counts[c]) == g).collect();
+            let classes: Vec<usize> =
+                (0..train_counts.len()).filter(|&c| ShotGroup::of_count(train_counts[c]) == g).collect();
             (!classes.is_empty()).then(|| GroupMean {
                 name: g.name().to_string(),
                 mean: mean_present(classes.iter().map(|&c| recall[c])),

@@ -20,7 +20,8 @@ pub struct ClassSeries<'a> {
     pub values: &'a [f64],
 }
 
-const PALETTE: [RGBColor; 4] = [RGBColor(66, 133, 244), RGBColor(219, 68, 55), RGBColor(15, 157, 88), RGBColor(244, 160, 0)];
+const PALETTE: [RGBColor; 4] =
+    [RGBColor(66, 133, 244), RGBColor(219, 68, 55), RGBColor(15, 157, 88), RGBColor(244, 160, 0)];
 
 /// Grouped bars of per-class accuracy (left axis, %) with the training count per class
 /// as a black line on a log-scale right axis. Returns the SVG text.
@@ -67,7 +68,8 @@ pub fn per_class_svg(title: &str, series: &[ClassSeries], train_counts: &[usize]
                 .label(ser.label)
                 .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
         }
-        let counts: Vec<(f64, f64)> = train_counts.iter().enumerate().map(|(c, &n)| (c as f64, n.max(1) as f64)).collect();
+        let counts: Vec<(f64, f64)> =
+            train_counts.iter().enumerate().map(|(c, &n)| (c as f64, n.max(1) as f64)).collect();
         chart
             .draw_secondary_series(LineSeries::new(counts.clone(), BLACK.stroke_width(2)))
             .map_err(|e| plot_err("per-class", e))?

@@ -8,8 +8,7 @@ pub(crate) fn bar(len: u64, name: &str, visible: bool) -> ProgressBar {
     if !visible {
         bar.set_draw_target(ProgressDrawTarget::hidden());
     }
-    if let Ok(style) =
-        ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} images, {per_sec}, ETA {eta}")
+    if let Ok(style) = ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} images, {per_sec}, ETA {eta}")
     {
         bar.set_style(style.progress_chars("=> "));
     }

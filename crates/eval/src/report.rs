@@ -69,13 +69,7 @@ pub struct Report {
     pub audit: AuditResult,
 }
 
-fn attack_report(
-    name: &str,
-    labels: &[u32],
-    predicted: &[u32],
-    train_counts: &[usize],
-    seconds: f64,
-) -> AttackReport {
+fn attack_report(name: &str, labels: &[u32], predicted: &[u32], train_counts: &[usize], seconds: f64) -> AttackReport {
     let conf = Confusion::new(train_counts.len(), labels, predicted);
     let m = conf.class_metrics();
     AttackReport {
@@ -156,8 +150,14 @@ impl Report {
         for r in self.rows() {
             let g: Vec<String> = r.groups.iter().map(|g| pct(g.mean)).collect();
             let speed = if r.img_per_s > 0.0 { format!("{:.1}", r.img_per_s) } else { "-".into() };
-            let _ =
-                writeln!(s, "| {} | {} | {} | {} | {speed} |", r.name, pct(r.accuracy), pct(r.balanced_accuracy), g.join(" | "));
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {speed} |",
+                r.name,
+                pct(r.accuracy),
+                pct(r.balanced_accuracy),
+                g.join(" | ")
+            );
         }
         s
     }

@@ -5,8 +5,8 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 use robal_attacks::{
-    model::predict, Apgd, ApgdLoss, Attack, AutoAttack, FabTargeted, Fgsm, Mim, Model, Norm, Pgd, RandomStart,
-    Square, Suite,
+    model::predict, Apgd, ApgdLoss, Attack, AutoAttack, FabTargeted, Fgsm, Mim, Model, Norm, Pgd, RandomStart, Square,
+    Suite,
 };
 use robal_data::{Dataset, ImageSet, Loader, LoaderConfig};
 use serde::{Deserialize, Serialize};
@@ -76,15 +76,14 @@ impl AttackSpec {
             let specs: Vec<AttackSpec> = if item == "default" {
                 DEFAULT_ATTACKS.to_vec()
             } else {
-                let spec = NAMES.iter().find(|(n, _)| *n == item).map(|(_, s)| *s).ok_or_else(|| {
-                    EvalError::Invalid {
+                let spec =
+                    NAMES.iter().find(|(n, _)| *n == item).map(|(_, s)| *s).ok_or_else(|| EvalError::Invalid {
                         what: "--attacks".into(),
                         reason: format!(
                             "unknown attack {item:?}; expected default or a list of {}",
                             NAMES.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
                         ),
-                    }
-                })?;
+                    })?;
                 vec![spec]
             };
             for s in specs {
@@ -141,6 +140,22 @@ impl Default for AttackSettings {
 }
 
 impl AttackSettings {
+    /// Check the settings, naming the flag at fault: eps >= 0, step size > 0 (both
+    /// finite), at least one step.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |what: &str, reason: String| Err(EvalError::Invalid { what: what.into(), reason });
+        if !self.eps.is_finite() || self.eps < 0.0 {
+            return bad("--eps", format!("{}: expected a finite radius >= 0 (e.g. 0.0314 for 8/255)", self.eps));
+        }
+        if !self.step_size.is_finite() || self.step_size <= 0.0 {
+            return bad("--step-size", format!("{}: expected a finite step > 0", self.step_size));
+        }
+        if self.steps == 0 {
+            return bad("--steps", "0: expected at least 1".into());
+        }
+        Ok(())
+    }
+
     /// PGD on cross-entropy with these settings.
     pub fn pgd(&self) -> Pgd {
         Pgd {

@@ -18,9 +18,8 @@ struct Mlp {
 impl Mlp {
     fn new(seed: u64, scale: f64, detach_input: bool) -> Self {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        let mut normal = |n: usize, s: f32| -> Vec<f32> {
-            (0..n).map(|_| (rng.random::<f32>() - 0.5) * 2.0 * s * 1.7).collect()
-        };
+        let mut normal =
+            |n: usize, s: f32| -> Vec<f32> { (0..n).map(|_| (rng.random::<f32>() - 0.5) * 2.0 * s * 1.7).collect() };
         let w1 = Tensor::from_vec(normal(16 * 32, 1.0), (32, 16), &Device::Cpu).unwrap();
         let w2 = Tensor::from_vec(normal(32 * 3, 1.0), (3, 32), &Device::Cpu).unwrap();
         Self { w1, w2, scale, detach_input }

@@ -1,7 +1,7 @@
 //! Metrics against hand-worked confusion matrices.
 
-use robal_eval::metrics::{decile_groups, shot_groups, Confusion};
 use robal_eval::balanced_accuracy;
+use robal_eval::metrics::{decile_groups, shot_groups, Confusion};
 
 fn close(a: f64, b: f64) -> bool {
     (a - b).abs() < 1e-12

@@ -1,19 +1,35 @@
 //! The layers every backbone is built from, with PyTorch's semantics and the
 //! reference implementation's initialisation.
 
-use candle_core::{Tensor, Var, D};
+use candle_core::{DType, Tensor, Var, D};
 
 use crate::error::Result;
+use crate::ops;
 use crate::store::{Init, StorePath};
 
 /// Whether a forward pass trains (batch statistics, running-stat updates, dropout)
-/// or evaluates (running statistics, no state change).
+/// or evaluates (running statistics, no state change, and a frozen backbone: its
+/// convolution and BatchNorm parameters are read as constants, so a backward pass
+/// computes only the gradients an attack needs, with respect to the input, and
+/// those of the head).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     /// Training mode.
     Train,
-    /// Evaluation mode: never changes any state of the model.
+    /// Evaluation mode: never changes any state of the model; backbone parameters
+    /// receive no gradient.
     Eval,
+}
+
+impl Mode {
+    /// A parameter as this mode uses it: tracked by autograd in training, a constant
+    /// (a detached view of the same storage, nothing copied) in evaluation.
+    fn param(self, p: &Tensor) -> Tensor {
+        match self {
+            Mode::Train => p.clone(),
+            Mode::Eval => p.detach(),
+        }
+    }
 }
 
 /// 2-D convolution without bias: weight (out, in, k, k), init Normal(0, 2 / (k*k*out)).
@@ -32,9 +48,10 @@ impl Conv2d {
         Ok(Self { weight, stride, padding })
     }
 
-    /// y = conv(x, W) with the layer's stride and zero padding.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?)
+    /// y = conv(x, W) with the layer's stride and zero padding (W frozen in
+    /// evaluation mode; see [`Mode`]).
+    pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        Ok(crate::ops::conv2d(x, &mode.param(&self.weight), self.stride, self.padding)?)
     }
 }
 
@@ -69,6 +86,54 @@ impl BatchNorm2d {
 
     /// Normalise `x` (N, C, H, W) or (N, C).
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        self.normalise(x, mode, false)
+    }
+
+    /// relu(BatchNorm(x)), fused into one pass on the CPU.
+    pub fn forward_relu(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        self.normalise(x, mode, true)
+    }
+
+    fn normalise(&self, x: &Tensor, mode: Mode, relu: bool) -> Result<Tensor> {
+        if !ops::kernels_apply(x) || x.rank() < 2 {
+            let y = self.normalise_with_tensor_ops(x, mode)?;
+            return Ok(if relu { y.relu()? } else { y });
+        }
+        match mode {
+            Mode::Train => {
+                let stats = ops::batch_stats(x)?;
+                self.update_running(&stats)?;
+                Ok(ops::batch_norm_train(x, &self.weight, &self.bias, &stats, self.eps, relu)?)
+            }
+            Mode::Eval => {
+                let v = |t: &Tensor| t.to_dtype(DType::F32).and_then(|t| t.to_vec1::<f32>());
+                Ok(ops::batch_norm_eval(
+                    x,
+                    &v(&self.weight)?,
+                    &v(&self.bias)?,
+                    &v(self.running_mean.as_tensor())?,
+                    &v(self.running_var.as_tensor())?,
+                    self.eps,
+                    relu,
+                )?)
+            }
+        }
+    }
+
+    /// running_mean <- (1 - m) running_mean + m mean_b,
+    /// running_var <- (1 - m) running_var + m var_b n / (n - 1).
+    fn update_running(&self, stats: &ops::BatchStats) -> Result<()> {
+        let (m, n) = (self.momentum, stats.count as f64);
+        let unbiased = if n > 1.0 { n / (n - 1.0) } else { 1.0 };
+        let dev = self.running_mean.device();
+        let (bm, bv) = (Tensor::new(stats.mean.as_slice(), dev)?, Tensor::new(stats.var.as_slice(), dev)?);
+        self.running_mean.set(&((self.running_mean.as_tensor() * (1.0 - m))? + (bm * m)?)?)?;
+        self.running_var.set(&((self.running_var.as_tensor() * (1.0 - m))? + (bv * (m * unbiased))?)?)?;
+        Ok(())
+    }
+
+    /// The same computation from candle's tensor ops (other devices and dtypes).
+    fn normalise_with_tensor_ops(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         let c = x.dim(1)?;
         let mut shape = vec![1usize; x.rank()];
         shape[1] = c;
@@ -79,11 +144,8 @@ impl BatchNorm2d {
                 let mean = x.mean_keepdim(dims.as_slice())?;
                 let centred = x.broadcast_sub(&mean)?;
                 let var = centred.sqr()?.mean_keepdim(dims.as_slice())?;
-                let m = self.momentum;
-                let (bm, bv) = (mean.detach().flatten_all()?, var.detach().flatten_all()?);
-                let unbiased = if n > 1 { n as f64 / (n as f64 - 1.0) } else { 1.0 };
-                self.running_mean.set(&((self.running_mean.as_tensor() * (1.0 - m))? + (bm * m)?)?)?;
-                self.running_var.set(&((self.running_var.as_tensor() * (1.0 - m))? + (bv * (m * unbiased))?)?)?;
+                let f32s = |t: &Tensor| t.detach().flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>();
+                self.update_running(&ops::BatchStats { mean: f32s(&mean)?, var: f32s(&var)?, count: n })?;
                 (mean, var)
             }
             Mode::Eval => (
@@ -91,8 +153,9 @@ impl BatchNorm2d {
                 self.running_var.as_detached_tensor().reshape(shape.as_slice())?,
             ),
         };
-        let scale = (var + self.eps)?.sqrt()?.recip()?.broadcast_mul(&self.weight.reshape(shape.as_slice())?)?;
-        Ok(x.broadcast_sub(&mean)?.broadcast_mul(&scale)?.broadcast_add(&self.bias.reshape(shape.as_slice())?)?)
+        let (w, b) = (mode.param(&self.weight), mode.param(&self.bias));
+        let scale = (var + self.eps)?.sqrt()?.recip()?.broadcast_mul(&w.reshape(shape.as_slice())?)?;
+        Ok(x.broadcast_sub(&mean)?.broadcast_mul(&scale)?.broadcast_add(&b.reshape(shape.as_slice())?)?)
     }
 
     /// The running mean (a copy).

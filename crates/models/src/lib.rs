@@ -34,6 +34,7 @@ pub mod classifier;
 pub mod error;
 pub mod head;
 pub mod layers;
+pub mod ops;
 pub mod resnet;
 pub mod small_cnn;
 pub mod store;

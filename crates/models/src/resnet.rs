@@ -43,28 +43,28 @@ impl Unit {
     fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         let project = |s: &Option<(Conv2d, BatchNorm2d)>| -> Result<Tensor> {
             match s {
-                Some((c, b)) => b.forward(&c.forward(x)?, mode),
+                Some((c, b)) => b.forward(&c.forward(x, mode)?, mode),
                 None => Ok(x.clone()),
             }
         };
         Ok(match self {
             Unit::Basic { c1, b1, c2, b2, short } => {
-                let o = b1.forward(&c1.forward(x)?, mode)?.relu()?;
-                let o = b2.forward(&c2.forward(&o)?, mode)?;
+                let o = b1.forward_relu(&c1.forward(x, mode)?, mode)?;
+                let o = b2.forward(&c2.forward(&o, mode)?, mode)?;
                 (o + project(short)?)?.relu()?
             }
             Unit::Bottleneck { c1, b1, c2, b2, c3, b3, short } => {
-                let o = b1.forward(&c1.forward(x)?, mode)?.relu()?;
-                let o = b2.forward(&c2.forward(&o)?, mode)?.relu()?;
-                let o = b3.forward(&c3.forward(&o)?, mode)?;
+                let o = b1.forward_relu(&c1.forward(x, mode)?, mode)?;
+                let o = b2.forward_relu(&c2.forward(&o, mode)?, mode)?;
+                let o = b3.forward(&c3.forward(&o, mode)?, mode)?;
                 (o + project(short)?)?.relu()?
             }
             Unit::PreAct { b1, c1, b2, c2, short } => {
-                let a = b1.forward(x, mode)?.relu()?;
-                let o = c1.forward(&a)?;
-                let o = c2.forward(&b2.forward(&o, mode)?.relu()?)?;
+                let a = b1.forward_relu(x, mode)?;
+                let o = c1.forward(&a, mode)?;
+                let o = c2.forward(&b2.forward_relu(&o, mode)?, mode)?;
                 let skip = match short {
-                    Some(c) => c.forward(&a)?,
+                    Some(c) => c.forward(&a, mode)?,
                     None => x.clone(),
                 };
                 (o + skip)?
@@ -169,9 +169,9 @@ impl ResNet {
 
     /// Pooled feature (N, 512) or (N, 2048).
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        let mut out = self.conv1.forward(x)?;
+        let mut out = self.conv1.forward(x, mode)?;
         if let Some(bn) = &self.bn1 {
-            out = bn.forward(&out, mode)?.relu()?;
+            out = bn.forward_relu(&out, mode)?;
         }
         if matches!(self.kind, ResNetKind::ResNet18ImageNet | ResNetKind::ResNet50ImageNet) {
             out = out.pad_with_same(2, 1, 1)?.pad_with_same(3, 1, 1)?.max_pool2d_with_stride(3, 2)?;
@@ -180,7 +180,7 @@ impl ResNet {
             out = u.forward(&out, mode)?;
         }
         if let Some(bn) = &self.final_bn {
-            out = bn.forward(&out, mode)?.relu()?;
+            out = bn.forward_relu(&out, mode)?;
         }
         global_avg_pool(&out)
     }

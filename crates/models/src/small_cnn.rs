@@ -36,7 +36,7 @@ impl SmallCnn {
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         let mut out = x.clone();
         for (conv, bn) in &self.layers {
-            out = bn.forward(&conv.forward(&out)?, mode)?.relu()?;
+            out = bn.forward_relu(&conv.forward(&out, mode)?, mode)?;
         }
         global_avg_pool(&out)
     }

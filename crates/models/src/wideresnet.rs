@@ -36,14 +36,14 @@ impl Block {
     }
 
     fn forward(&self, x: &Tensor, mode: Mode, seed: u64) -> Result<Tensor> {
-        let a = self.bn1.forward(x, mode)?.relu()?;
-        let out = self.conv1.forward(&a)?;
-        let out = self.bn2.forward(&out, mode)?.relu()?;
+        let a = self.bn1.forward_relu(x, mode)?;
+        let out = self.conv1.forward(&a, mode)?;
+        let out = self.bn2.forward_relu(&out, mode)?;
         let out = dropout(&out, self.drop, mode, seed)?;
-        let out = self.conv2.forward(&out)?;
+        let out = self.conv2.forward(&out, mode)?;
         // As the reference: when the shape changes, the shortcut sees the pre-activated input.
         let skip = match &self.shortcut {
-            Some(conv) => conv.forward(&a)?,
+            Some(conv) => conv.forward(&a, mode)?,
             None => x.clone(),
         };
         Ok((out + skip)?)
@@ -91,11 +91,11 @@ impl WideResNet {
 
     /// Pooled feature (N, 64*widen). `seed` draws the dropout masks in training mode.
     pub fn forward(&self, x: &Tensor, mode: Mode, seed: u64) -> Result<Tensor> {
-        let mut out = self.conv1.forward(x)?;
+        let mut out = self.conv1.forward(x, mode)?;
         for (k, b) in self.blocks.iter().enumerate() {
             out = b.forward(&out, mode, seed.wrapping_add(k as u64))?;
         }
-        global_avg_pool(&self.bn1.forward(&out, mode)?.relu()?)
+        global_avg_pool(&self.bn1.forward_relu(&out, mode)?)
     }
 
     /// Feature dimension 64*widen.

@@ -231,7 +231,10 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions, device: &Device) -> Result<Ru
         );
         bar.set_prefix(format!("{}/{}", epoch + 1, cfg.train.epochs));
         let epoch_start = Instant::now();
-        let (mut loss_sum, mut clean_sum, mut adv_sum, mut n_steps, mut n_img) = (0f64, 0f64, 0f64, 0usize, 0usize);
+        let (mut loss_sum, mut n_steps, mut n_img) = (0f64, 0usize, 0usize);
+        // Batch accuracies on clean / adversarial logits, over the steps that computed them
+        // (PGD-AT has no clean forward pass, plain training no adversarial one).
+        let (mut clean, mut adv) = (BatchMean::default(), BatchMean::default());
         for (step, batch) in loader.epoch(epoch as u64).enumerate() {
             let batch = batch?;
             let (x, y) = (&batch.images, &batch.labels);
@@ -290,19 +293,19 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions, device: &Device) -> Result<Ru
             sgd.step(&objective, lr)?;
             loss_sum += value as f64;
             if let Some(z) = &z_nat {
-                clean_sum += accuracy(&z.detach(), y)?;
+                clean.add(accuracy(&z.detach(), y)?);
             }
             if let Some(z) = &z_adv {
-                adv_sum += accuracy(&z.detach(), y)?;
+                adv.add(accuracy(&z.detach(), y)?);
             }
             n_steps += 1;
             n_img += batch.indices.len();
             let rate = n_img as f64 / epoch_start.elapsed().as_secs_f64();
             bar.set_message(format!(
-                "loss {:.3} clean {:.2} adv {:.2} {rate:.0} img/s",
+                "loss {:.3} clean {} adv {} {rate:.0} img/s",
                 loss_sum / n_steps as f64,
-                clean_sum / n_steps as f64,
-                adv_sum / n_steps as f64
+                clean.display(),
+                adv.display()
             ));
             bar.inc(1);
         }
@@ -313,7 +316,7 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions, device: &Device) -> Result<Ru
         append_metrics(
             run_dir,
             &serde_json::json!({"epoch": epoch + 1, "lr": learning_rate(cfg.train.lr, epoch, 0.0, cfg.train.warmup_epochs, &cfg.train.milestones, cfg.train.lr_gamma),
-                "loss": loss_sum / n, "clean_batch_acc": clean_sum / n, "adv_batch_acc": adv_sum / n, "img_per_s": n_img as f64 / secs, "seconds": secs}),
+                "loss": loss_sum / n, "clean_batch_acc": clean.mean(), "adv_batch_acc": adv.mean(), "img_per_s": n_img as f64 / secs, "seconds": secs}),
         )?;
         let done = epoch + 1;
         if done % cfg.train.checkpoint_every.max(1) == 0 || done == cfg.train.epochs {
@@ -449,4 +452,27 @@ fn safetensors_bytes(state: &std::collections::BTreeMap<String, Tensor>) -> Resu
         state.iter().map(|(n, t)| Ok((n.clone(), t.to_device(&Device::Cpu)?.contiguous()?))).collect::<Result<_>>()?;
     safetensors::serialize(cpu.iter().map(|(n, t)| (n.as_str(), t)), None)
         .map_err(|e| TrainError::Invalid { what: "optimizer state", reason: e.to_string() })
+}
+
+/// Running mean of a per-batch value that only some steps compute.
+#[derive(Default)]
+struct BatchMean {
+    sum: f64,
+    count: usize,
+}
+
+impl BatchMean {
+    fn add(&mut self, v: f64) {
+        self.sum += v;
+        self.count += 1;
+    }
+
+    /// The mean, or `None` (JSON null) when no step computed the value.
+    fn mean(&self) -> Option<f64> {
+        (self.count > 0).then(|| self.sum / self.count as f64)
+    }
+
+    fn display(&self) -> String {
+        self.mean().map_or_else(|| "-".into(), |m| format!("{m:.2}"))
+    }
 }

@@ -1,0 +1,268 @@
+//! BatchNorm (+ ReLU) in one pass over the data, forward and backward.
+//!
+//! x is (N, C, S...) with S the product of the trailing dims (1 for (N, C)); per
+//! channel c over its m = N·S entries:
+//!
+//! - train: mean μ_c, biased variance σ²_c, r_c = 1/√(σ²_c + ε), x̂ = (x - μ_c) r_c,
+//!   y = γ_c x̂ + β_c; backward (with g = dy, masked by y > 0 after a fused ReLU):
+//!   dβ_c = Σ g, dγ_c = Σ g x̂, dx = γ_c r_c / m · (m g - Σ g - x̂ Σ g x̂)
+//!   (the mean and variance depend on x);
+//! - eval: y = a_c x + b_c with a_c = γ_c / √(running_var_c + ε),
+//!   b_c = β_c - running_mean_c a_c (constants); backward dx = a_c g.
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Storage, Tensor};
+use rayon::prelude::*;
+
+use super::{f32_slice, op_err};
+
+/// (N, C, S) sizes of a tensor of rank >= 2.
+fn ncs(dims: &[usize]) -> Result<(usize, usize, usize)> {
+    match dims {
+        [n, c, rest @ ..] => Ok((*n, *c, rest.iter().product())),
+        _ => Err(op_err(format!("batch norm: expected (N, C, ...), got {dims:?}"))),
+    }
+}
+
+/// The N rows of S entries of channel `ch`.
+fn channel_rows(x: &[f32], (n, c, s): (usize, usize, usize), ch: usize) -> impl Iterator<Item = &[f32]> {
+    (0..n).map(move |i| &x[(i * c + ch) * s..(i * c + ch + 1) * s])
+}
+
+/// Per-channel mean and biased variance of a batch, in f64 accumulation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BatchStats {
+    /// Mean per channel.
+    pub mean: Vec<f32>,
+    /// Biased variance per channel (divided by m = N·S).
+    pub var: Vec<f32>,
+    /// Entries per channel, m.
+    pub count: usize,
+}
+
+struct StatsOp;
+
+impl CustomOp1 for StatsOp {
+    fn name(&self) -> &'static str {
+        "robal-batch-stats"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = f32_slice(s, l)?;
+        let dims = ncs(l.dims())?;
+        let m = (dims.0 * dims.2).max(1) as f64;
+        let stats: Vec<(f32, f32)> = (0..dims.1)
+            .into_par_iter()
+            .map(|ch| {
+                let sum: f64 = channel_rows(x, dims, ch).flatten().map(|&v| v as f64).sum();
+                let mean = sum / m;
+                let sq: f64 = channel_rows(x, dims, ch).flatten().map(|&v| (v as f64 - mean).powi(2)).sum();
+                (mean as f32, (sq / m) as f32)
+            })
+            .collect();
+        let out = stats.iter().map(|s| s.0).chain(stats.iter().map(|s| s.1)).collect();
+        Ok((CpuStorage::F32(out), Shape::from((2, dims.1))))
+    }
+}
+
+/// Mean and biased variance per channel of `x` (N, C, ...), f32 on the CPU.
+pub fn batch_stats(x: &Tensor) -> Result<BatchStats> {
+    let dims = ncs(x.dims())?;
+    let v = x.contiguous()?.apply_op1_no_bwd(&StatsOp)?.to_vec2::<f32>()?;
+    Ok(BatchStats { mean: v[0].clone(), var: v[1].clone(), count: dims.0 * dims.2 })
+}
+
+/// y = relu?(x a_c + b_c) for every entry of channel c.
+fn affine(x: &[f32], dims: (usize, usize, usize), a: &[f32], b: &[f32], relu: bool) -> Vec<f32> {
+    let (_, c, s) = dims;
+    let mut out = vec![0f32; x.len()];
+    out.par_chunks_mut(s.max(1)).zip(x.par_chunks(s.max(1))).enumerate().for_each(|(row, (o, xi))| {
+        let (a, b) = (a[row % c], b[row % c]);
+        if relu {
+            o.iter_mut().zip(xi).for_each(|(o, &x)| *o = (x * a + b).max(0.0));
+        } else {
+            o.iter_mut().zip(xi).for_each(|(o, &x)| *o = x * a + b);
+        }
+    });
+    out
+}
+
+/// Training-mode BatchNorm of (x, γ, β) with the batch's statistics.
+struct TrainOp {
+    mean: Vec<f32>,
+    rstd: Vec<f32>,
+    relu: bool,
+}
+
+impl CustomOp3 for TrainOp {
+    fn name(&self) -> &'static str {
+        "robal-batch-norm-train"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, gamma, beta) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?, f32_slice(s3, l3)?);
+        let dims = ncs(l1.dims())?;
+        if gamma.len() != dims.1 || beta.len() != dims.1 || self.mean.len() != dims.1 {
+            return Err(op_err(format!("batch norm: {} channels but {} weights", dims.1, gamma.len())));
+        }
+        let a: Vec<f32> = (0..dims.1).map(|c| gamma[c] * self.rstd[c]).collect();
+        let b: Vec<f32> = (0..dims.1).map(|c| beta[c] - self.mean[c] * a[c]).collect();
+        Ok((CpuStorage::F32(affine(x, dims, &a, &b, self.relu)), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let dims = ncs(x.dims())?;
+        let (n, c, s) = dims;
+        let m = (n * s) as f32;
+        let gam = gamma.to_vec1::<f32>()?;
+        let relu = self.relu;
+        let (dx, sums) = with_f32(x, |xs| {
+            with_f32(y, |ys| {
+                with_f32(dy, |dys| {
+                    // The upstream gradient, through the fused ReLU.
+                    let g = |i: usize| if relu && ys[i] <= 0.0 { 0.0 } else { dys[i] };
+                    // Per channel: (Σ g, Σ g x̂).
+                    let sums: Vec<(f32, f32)> = (0..c)
+                        .into_par_iter()
+                        .map(|ch| {
+                            let (mu, r) = (self.mean[ch], self.rstd[ch]);
+                            let (mut sg, mut sgx) = (0f64, 0f64);
+                            for row in 0..n {
+                                let off = (row * c + ch) * s;
+                                let (mut a, mut b) = (0f32, 0f32);
+                                for (i, &xv) in xs.iter().enumerate().skip(off).take(s) {
+                                    let gv = g(i);
+                                    a += gv;
+                                    b += gv * (xv - mu);
+                                }
+                                sg += a as f64;
+                                sgx += (b * r) as f64;
+                            }
+                            (sg as f32, sgx as f32)
+                        })
+                        .collect();
+                    if !x.track_op() {
+                        return Ok((None, sums));
+                    }
+                    let mut dx = vec![0f32; xs.len()];
+                    dx.par_chunks_mut(s.max(1)).enumerate().for_each(|(row, o)| {
+                        let ch = row % c;
+                        let (mu, r, (sg, sgx)) = (self.mean[ch], self.rstd[ch], sums[ch]);
+                        let k = gam[ch] * r / m;
+                        let off = row * s;
+                        for (t, o) in o.iter_mut().enumerate() {
+                            let xhat = (xs[off + t] - mu) * r;
+                            *o = k * (m * g(off + t) - sg - xhat * sgx);
+                        }
+                    });
+                    Ok((Some(dx), sums))
+                })
+            })
+        })?;
+        let dx = dx.map(|v| Tensor::from_vec(v, x.shape(), x.device())).transpose()?;
+        let per_channel = |v: Vec<f32>| Tensor::from_vec(v, c, x.device());
+        let dgamma = if gamma.track_op() { Some(per_channel(sums.iter().map(|s| s.1).collect())?) } else { None };
+        let dbeta = if beta.track_op() { Some(per_channel(sums.iter().map(|s| s.0).collect())?) } else { None };
+        Ok((dx, dgamma, dbeta))
+    }
+}
+
+/// Run `f` on the f32 elements of a CPU tensor (made contiguous first if needed).
+fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        Storage::Cpu(cpu) => f(f32_slice(cpu, layout)?),
+        _ => Err(op_err("batch norm backward: expected a CPU tensor")),
+    }
+}
+
+/// Evaluation-mode BatchNorm: a fixed per-channel affine map of x.
+struct EvalOp {
+    a: Vec<f32>,
+    b: Vec<f32>,
+    relu: bool,
+}
+
+impl CustomOp1 for EvalOp {
+    fn name(&self) -> &'static str {
+        "robal-batch-norm-eval"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let dims = ncs(l.dims())?;
+        if self.a.len() != dims.1 {
+            return Err(op_err(format!("batch norm: {} channels but {} statistics", dims.1, self.a.len())));
+        }
+        Ok((CpuStorage::F32(affine(f32_slice(s, l)?, dims, &self.a, &self.b, self.relu)), l.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
+        let (_, c, s) = ncs(x.dims())?;
+        let dx = with_f32(y, |ys| {
+            with_f32(dy, |dys| {
+                let mut dx = vec![0f32; dys.len()];
+                dx.par_chunks_mut(s.max(1)).enumerate().for_each(|(row, o)| {
+                    let a = self.a[row % c];
+                    let off = row * s;
+                    for (t, o) in o.iter_mut().enumerate() {
+                        let live = !self.relu || ys[off + t] > 0.0;
+                        *o = if live { a * dys[off + t] } else { 0.0 };
+                    }
+                });
+                Ok(dx)
+            })
+        })?;
+        Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
+    }
+}
+
+/// Training-mode BatchNorm (+ ReLU when `relu`) of `x` (N, C, ...) with weight γ and
+/// bias β (C,), normalised by `stats` (from [`batch_stats`] of the same x) and `eps`;
+/// differentiable in x, γ and β. f32 CPU tensors only (the caller falls back otherwise).
+pub fn batch_norm_train(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    stats: &BatchStats,
+    eps: f64,
+    relu: bool,
+) -> Result<Tensor> {
+    let rstd = stats.var.iter().map(|&v| (1.0 / (v as f64 + eps).sqrt()) as f32).collect();
+    x.contiguous()?.apply_op3(
+        &gamma.contiguous()?,
+        &beta.contiguous()?,
+        TrainOp { mean: stats.mean.clone(), rstd, relu },
+    )
+}
+
+/// Evaluation-mode BatchNorm (+ ReLU when `relu`) with fixed statistics:
+/// y = γ (x - mean) / √(var + ε) + β per channel; differentiable in x only (γ, β,
+/// mean and var are read as constants). f32 CPU tensors only.
+pub fn batch_norm_eval(
+    x: &Tensor,
+    gamma: &[f32],
+    beta: &[f32],
+    mean: &[f32],
+    var: &[f32],
+    eps: f64,
+    relu: bool,
+) -> Result<Tensor> {
+    let a: Vec<f32> = gamma.iter().zip(var).map(|(&g, &v)| (g as f64 / (v as f64 + eps).sqrt()) as f32).collect();
+    let b = beta.iter().zip(mean).zip(&a).map(|((&b, &m), &a)| b - m * a).collect();
+    x.contiguous()?.apply_op1(EvalOp { a, b, relu })
+}

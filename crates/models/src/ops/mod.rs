@@ -1,0 +1,49 @@
+//! CPU kernels for the layers that dominate adversarial training, as candle custom
+//! ops with their own backward passes, so that models, attacks and training use them
+//! through ordinary autograd:
+//!
+//! - [`conv2d`]: convolution forward, input gradient and weight gradient by im2col +
+//!   GEMM, parallel over the batch; no transposed convolution;
+//! - [`batch_stats`], [`batch_norm_train`], [`batch_norm_eval`]: BatchNorm (+ optional ReLU) in one pass
+//!   forward and backward, without per-op temporaries.
+//!
+//! Other devices and dtypes fall back to candle's own ops, and so does everything
+//! after [`use_candle_ops`]`(true)` (for side-by-side benchmarks and cross-checks).
+
+mod batchnorm;
+mod conv;
+mod gemm;
+
+pub use batchnorm::{batch_norm_eval, batch_norm_train, batch_stats, BatchStats};
+pub use conv::conv2d;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use candle_core::{CpuStorage, Layout, Result, Tensor};
+
+static CANDLE_OPS: AtomicBool = AtomicBool::new(false);
+
+/// Route every layer of this process through candle's own conv2d and BatchNorm tensor
+/// ops (`true`) or this module's kernels (`false`, the default).
+pub fn use_candle_ops(on: bool) {
+    CANDLE_OPS.store(on, Ordering::Relaxed);
+}
+
+/// Whether the kernels of this module serve `x`: an f32 CPU tensor, unless switched
+/// off by [`use_candle_ops`].
+pub fn kernels_apply(x: &Tensor) -> bool {
+    !CANDLE_OPS.load(Ordering::Relaxed) && x.device().is_cpu() && x.dtype() == candle_core::DType::F32
+}
+
+/// The f32 elements of a contiguous CPU operand.
+pub(crate) fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
+    let CpuStorage::F32(v) = s else {
+        return Err(op_err("expected an f32 tensor"));
+    };
+    let (start, end) = l.contiguous_offsets().ok_or_else(|| op_err("expected a contiguous tensor"))?;
+    Ok(&v[start..end])
+}
+
+pub(crate) fn op_err(msg: impl Into<String>) -> candle_core::Error {
+    candle_core::Error::Msg(msg.into())
+}
