@@ -6,6 +6,9 @@ mod eval;
 mod train;
 
 use anyhow::Result;
+
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]

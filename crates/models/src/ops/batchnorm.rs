@@ -53,9 +53,11 @@ impl CustomOp1 for StatsOp {
         let stats: Vec<(f32, f32)> = (0..dims.1)
             .into_par_iter()
             .map(|ch| {
-                let sum: f64 = channel_rows(x, dims, ch).flatten().map(|&v| v as f64).sum();
+                // Per row in f32 with eight lanes (vectorised), across rows in f64.
+                let sum: f64 = channel_rows(x, dims, ch).map(|r| lane_sum(r, |v| v) as f64).sum();
                 let mean = sum / m;
-                let sq: f64 = channel_rows(x, dims, ch).flatten().map(|&v| (v as f64 - mean).powi(2)).sum();
+                let mu = mean as f32;
+                let sq: f64 = channel_rows(x, dims, ch).map(|r| lane_sum(r, |v| (v - mu) * (v - mu)) as f64).sum();
                 (mean as f32, (sq / m) as f32)
             })
             .collect();
@@ -133,22 +135,15 @@ impl CustomOp3 for TrainOp {
         let (dx, sums) = with_f32(x, |xs| {
             with_f32(y, |ys| {
                 with_f32(dy, |dys| {
-                    // The upstream gradient, through the fused ReLU.
-                    let g = |i: usize| if relu && ys[i] <= 0.0 { 0.0 } else { dys[i] };
-                    // Per channel: (Σ g, Σ g x̂).
+                    // Per channel: (Σ g, Σ g x̂), g = dy through the fused ReLU.
                     let sums: Vec<(f32, f32)> = (0..c)
                         .into_par_iter()
                         .map(|ch| {
                             let (mu, r) = (self.mean[ch], self.rstd[ch]);
                             let (mut sg, mut sgx) = (0f64, 0f64);
                             for row in 0..n {
-                                let off = (row * c + ch) * s;
-                                let (mut a, mut b) = (0f32, 0f32);
-                                for (i, &xv) in xs.iter().enumerate().skip(off).take(s) {
-                                    let gv = g(i);
-                                    a += gv;
-                                    b += gv * (xv - mu);
-                                }
+                                let at = (row * c + ch) * s..(row * c + ch + 1) * s;
+                                let (a, b) = grad_sums(&xs[at.clone()], &ys[at.clone()], &dys[at], mu, relu);
                                 sg += a as f64;
                                 sgx += (b * r) as f64;
                             }
@@ -162,11 +157,15 @@ impl CustomOp3 for TrainOp {
                     dx.par_chunks_mut(s.max(1)).enumerate().for_each(|(row, o)| {
                         let ch = row % c;
                         let (mu, r, (sg, sgx)) = (self.mean[ch], self.rstd[ch], sums[ch]);
-                        let k = gam[ch] * r / m;
-                        let off = row * s;
-                        for (t, o) in o.iter_mut().enumerate() {
-                            let xhat = (xs[off + t] - mu) * r;
-                            *o = k * (m * g(off + t) - sg - xhat * sgx);
+                        // dx = k (m g - Σg - x̂ Σgx̂) = k m g - k Σg - k r Σgx̂ (x - μ).
+                        let (k, kr) = (gam[ch] * r / m, gam[ch] * r / m * r * sgx);
+                        let (km, base) = (k * m, k * sg);
+                        let at = row * s..(row + 1) * s;
+                        for ((o, (&xv, &yv)), &dv) in
+                            o.iter_mut().zip(xs[at.clone()].iter().zip(&ys[at.clone()])).zip(&dys[at])
+                        {
+                            let gv = if relu && yv <= 0.0 { 0.0 } else { dv };
+                            *o = km * gv - base - kr * (xv - mu);
                         }
                     });
                     Ok((Some(dx), sums))
@@ -179,6 +178,44 @@ impl CustomOp3 for TrainOp {
         let dbeta = if beta.track_op() { Some(per_channel(sums.iter().map(|s| s.0).collect())?) } else { None };
         Ok((dx, dgamma, dbeta))
     }
+}
+
+/// Σ f(v) over a row with eight independent accumulators (so that it vectorises).
+fn lane_sum(row: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut acc = [0f32; 8];
+    let chunks = row.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for lane in 0..8 {
+            acc[lane] += f(c[lane]);
+        }
+    }
+    for (lane, &v) in rest.iter().enumerate() {
+        acc[lane] += f(v);
+    }
+    acc.iter().sum()
+}
+
+/// (Σ g, Σ g (x - μ)) over one row, g = dy masked by y > 0 when `relu`; eight
+/// independent accumulators so that the loop vectorises.
+fn grad_sums(x: &[f32], y: &[f32], dy: &[f32], mu: f32, relu: bool) -> (f32, f32) {
+    let (mut a, mut b) = ([0f32; 8], [0f32; 8]);
+    let mut add = |lane: usize, xv: f32, yv: f32, dv: f32| {
+        let gv = if relu && yv <= 0.0 { 0.0 } else { dv };
+        a[lane] += gv;
+        b[lane] += gv * (xv - mu);
+    };
+    let (xc, yc, dc) = (x.chunks_exact(8), y.chunks_exact(8), dy.chunks_exact(8));
+    let (xr, yr, dr) = (xc.remainder(), yc.remainder(), dc.remainder());
+    for ((xs, ys), ds) in xc.zip(yc).zip(dc) {
+        for lane in 0..8 {
+            add(lane, xs[lane], ys[lane], ds[lane]);
+        }
+    }
+    for (lane, ((&xv, &yv), &dv)) in xr.iter().zip(yr).zip(dr).enumerate() {
+        add(lane, xv, yv, dv);
+    }
+    (a.iter().sum(), b.iter().sum())
 }
 
 /// Run `f` on the f32 elements of a CPU tensor (made contiguous first if needed).

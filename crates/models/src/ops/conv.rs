@@ -113,6 +113,9 @@ impl Geometry {
 
     /// col(x_n) into `col` (length `col_len`); every entry is written.
     fn im2col(&self, x: &[f32], col: &mut [f32]) {
+        if self.stride == 1 {
+            return self.im2col_stride1(x, col);
+        }
         let s = self.stride;
         self.walk(|seg| match seg {
             Seg::Zero { col: c, len } => col[c..c + len].fill(0.0),
@@ -121,6 +124,29 @@ impl Geometry {
                 col[c..c + len].iter_mut().zip(x[at..].iter().step_by(s)).for_each(|(o, &v)| *o = v)
             }
         });
+    }
+
+    /// im2col for stride 1: each column-matrix row is the image shifted by (i - p, j - p),
+    /// copied row by row with zeros at the borders.
+    fn im2col_stride1(&self, x: &[f32], col: &mut [f32]) {
+        let (k, p, w, h) = (self.k, self.pad, self.w, self.h);
+        let (ho, wo) = (self.ho, self.wo);
+        for (r, dst) in col.chunks_exact_mut(ho * wo).enumerate() {
+            let (c, i, j) = (r / (k * k), r / k % k, r % k);
+            let img = &x[c * h * w..(c + 1) * h * w];
+            let (lo, hi) = self.valid_cols(j);
+            for (u, out) in dst.chunks_exact_mut(wo).enumerate() {
+                let ih = (u + i) as isize - p as isize;
+                if ih < 0 || ih >= h as isize || lo == hi {
+                    out.fill(0.0);
+                    continue;
+                }
+                let src = &img[ih as usize * w..(ih as usize + 1) * w];
+                out[..lo].fill(0.0);
+                out[lo..hi].copy_from_slice(&src[lo + j - p..hi + j - p]);
+                out[hi..].fill(0.0);
+            }
+        }
     }
 
     /// dx_n = col⁻¹(dcol): scatter-add of the column matrix onto a zeroed image.
@@ -160,7 +186,12 @@ fn per_image(
     let threads = rayon::current_num_threads();
     let n = out.len() / chunk.max(1);
     if n >= threads || threads == 1 {
-        out.par_chunks_mut(chunk).enumerate().for_each_init(|| uninit_vec(scratch), |buf, (i, o)| body(i, o, buf, 1));
+        // One contiguous run of images per thread: one scratch buffer each, not one per
+        // rayon split.
+        out.par_chunks_mut(chunk)
+            .enumerate()
+            .with_min_len(n.div_ceil(threads))
+            .for_each_init(|| uninit_vec(scratch), |buf, (i, o)| body(i, o, buf, 1));
     } else {
         let mut buf = uninit_vec(scratch);
         for (i, o) in out.chunks_mut(chunk).enumerate() {
@@ -199,6 +230,9 @@ fn forward(x: &[f32], wt: &[f32], g: &Geometry) -> Vec<f32> {
 }
 
 fn input_grad(dy: &[f32], wt: &[f32], g: &Geometry) -> Vec<f32> {
+    if g.stride == 1 && g.pad < g.k && !g.pointwise() {
+        return input_grad_as_conv(dy, wt, g);
+    }
     let mut dx = uninit_vec(g.n * g.image());
     let w_t = Mat::rows(wt, g.o, g.col_rows()).t();
     per_image(&mut dx, g.image(), g.col_len(), |i, dxi, dcol, threads| {
@@ -213,6 +247,26 @@ fn input_grad(dy: &[f32], wt: &[f32], g: &Geometry) -> Vec<f32> {
     dx
 }
 
+/// Stride 1: the input gradient is itself a convolution, of dy by the flipped,
+/// transposed kernel, dx[c, h, w] = Σ_{o,i,j} dy[o, h + p - i, w + p - j] W[o, c, i, j]
+/// = conv(dy, W')[c, h, w] with W'[c, o, i, j] = W[o, c, k-1-i, k-1-j] and padding
+/// k-1-p. Running it through the forward kernel keeps the column matrix at the size of
+/// dy's receptive fields instead of scattering a (C k k, H W) matrix back.
+fn input_grad_as_conv(dy: &[f32], wt: &[f32], g: &Geometry) -> Vec<f32> {
+    let (k, kk) = (g.k, g.k * g.k);
+    let mut flipped = vec![0f32; wt.len()];
+    for o in 0..g.o {
+        for c in 0..g.c {
+            for t in 0..kk {
+                flipped[(c * g.o + o) * kk + (kk - 1 - t)] = wt[(o * g.c + c) * kk + t];
+            }
+        }
+    }
+    let back =
+        Geometry { n: g.n, c: g.o, h: g.ho, w: g.wo, o: g.c, k, stride: 1, pad: k - 1 - g.pad, ho: g.h, wo: g.w };
+    forward(dy, &flipped, &back)
+}
+
 fn weight_grad(x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
     let len = g.o * g.col_rows();
     let threads = rayon::current_num_threads();
@@ -225,7 +279,8 @@ fn weight_grad(x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
             col
         };
         let dyi = Mat::rows(&dy[i * g.out_image()..(i + 1) * g.out_image()], g.o, g.pixels_out());
-        matmul(acc, dyi, Mat::rows(col, g.col_rows(), g.pixels_out()).t(), true, gemm_threads);
+        // Accumulated transposed, dWᵀ += col · dyᵀ (faster for gemm than dy · colᵀ).
+        matmul(acc, Mat::rows(col, g.col_rows(), g.pixels_out()), dyi.t(), true, gemm_threads);
     };
     // A fixed split of the batch into contiguous groups, summed in order: the result
     // does not depend on how rayon schedules the work, so training is reproducible
@@ -244,9 +299,16 @@ fn weight_grad(x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
         })
         .collect();
     let mut parts = partials.into_iter();
-    let mut total = parts.next().unwrap_or_else(|| vec![0f32; len]);
+    let mut total_t = parts.next().unwrap_or_else(|| vec![0f32; len]);
     for p in parts {
-        total.iter_mut().zip(&p).for_each(|(t, v)| *t += v);
+        total_t.iter_mut().zip(&p).for_each(|(t, v)| *t += v);
+    }
+    let (rows, o) = (g.col_rows(), g.o);
+    let mut total = vec![0f32; len];
+    for r in 0..rows {
+        for j in 0..o {
+            total[j * rows + r] = total_t[r * o + j];
+        }
     }
     total
 }
