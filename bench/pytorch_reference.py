@@ -8,8 +8,9 @@ Steps (as in xtask/src/bench.rs):
   train   train mode, forward, mean CE, backward, SGD(lr 0.1, momentum 0.9, wd 2e-4)
   infer   eval mode under torch.inference_mode(), batch --infer-batch
 
-The WideResNet is the reference definition used for the models crate's fixtures;
-ResNet-18 (CIFAR) and the small digit CNN are defined here as robal-models builds them.
+The WideResNet and the CIFAR ResNet-18 layers are the reference definitions of the
+models crate's fixtures (forward passes added here for ResNet-18); the small digit
+CNN is defined here as robal-models builds it.
 """
 import argparse, importlib.util, json, os, resource, sys, time
 
@@ -24,34 +25,20 @@ fixtures = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(fixtures)
 
 
-class BasicBlock(nn.Module):
-    def __init__(self, cin, w, s):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, w, 3, s, 1, bias=False); self.bn1 = nn.BatchNorm2d(w)
-        self.conv2 = nn.Conv2d(w, w, 3, 1, 1, bias=False); self.bn2 = nn.BatchNorm2d(w)
-        self.shortcut = nn.Sequential()
-        if s != 1 or cin != w:
-            self.shortcut = nn.Sequential(nn.Conv2d(cin, w, 1, s, bias=False), nn.BatchNorm2d(w))
-
+class BasicBlock(fixtures.Basic):
     def forward(self, x):
         out = F.relu(self.bn1(self.conv1(x)))
         return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
 
 
-class ResNet18(nn.Module):
+class ResNet18(fixtures.ResNetDef):
     def __init__(self, classes=10):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False); self.bn1 = nn.BatchNorm2d(64)
-        layers, cin = [], 64
-        for l in range(4):
-            for i in range(2):
-                layers.append(BasicBlock(cin, 64 << l, 2 if (i == 0 and l > 0) else 1))
-                cin = 64 << l
-        self.layers = nn.Sequential(*layers)
-        self.linear = nn.Linear(cin, classes)
+        super().__init__(BasicBlock, [2, 2, 2, 2], classes)
 
     def forward(self, x):
-        out = self.layers(F.relu(self.bn1(self.conv1(x))))
+        out = F.relu(self.bn1(self.conv1(x)))
+        for l in range(1, 5):
+            out = getattr(self, f"layer{l}")(out)
         return self.linear(F.adaptive_avg_pool2d(out, 1).flatten(1))
 
 

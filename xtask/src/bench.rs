@@ -182,7 +182,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let models = list("--model", &a.model, &MODELS)?;
     let steps = list("--step", &a.step, &STEPS)?;
     let torch = !a.no_pytorch && a.soak.is_none() && torch_available(&a.python);
-    if !a.no_pytorch && !torch && !a.json {
+    if !a.no_pytorch && a.soak.is_none() && !torch && !a.json {
         println!("(PyTorch side skipped: `{} -c \"import torch\"` failed; pass --python PATH)", a.python);
     }
     let exe = std::env::current_exe().context("locating the xtask binary")?;

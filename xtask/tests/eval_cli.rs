@@ -223,3 +223,34 @@ fn bad_input_is_named() {
     let err = failed(&xtask().arg("report").arg(tmp.path()).output().unwrap());
     assert!(err.contains("report.json"), "{err}");
 }
+
+#[test]
+fn reference_pytorch_checkpoint_is_evaluated_with_architecture_flags() {
+    let Some(cifar) = shared_cifar("reference_pytorch_checkpoint_is_evaluated_with_architecture_flags") else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let pt = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/models/tests/fixtures/reference_wrn10_1_cosine.pt");
+    let bin = format!("cifar10-bin:{}", cifar.join("test_batch_first1017.bin").display());
+    let stdout = ok(&xtask()
+        .arg("eval")
+        .arg(&pt)
+        .args(["--arch", "wrn-10-1", "--head", "cosine", "--scale", "10", "--gamma", "0.03125", "--num-classes", "10"])
+        .args(["--data", &bin, "--limit", "16", "--attacks", "fgsm", "--no-audit", "--out"])
+        .arg(tmp.path())
+        .output()
+        .unwrap());
+    assert!(stdout.contains("cosine s=10 gamma=0.03125"), "{stdout}");
+    let r = json(&tmp.path().join("report.json"));
+    assert_eq!(r["images"], 16);
+    // No training counts in a PyTorch state_dict: the report still has every class.
+    assert_eq!(r["attacks"][0]["per_class"].as_array().unwrap().len(), 10);
+    assert_eq!(r["attacks"][1]["name"], "fgsm");
+    // Post-hoc adjustment needs the training counts, which this file does not carry.
+    let out = xtask()
+        .arg("eval")
+        .arg(&pt)
+        .args(["--arch", "wrn-10-1", "--head", "cosine", "--num-classes", "10", "--data", &bin, "--tau-p", "1.5"])
+        .output()
+        .unwrap();
+    let err = failed(&out);
+    assert!(err.contains("--tau-p"), "{err}");
+}

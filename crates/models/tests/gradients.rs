@@ -80,3 +80,23 @@ fn parameter_gradients_match_finite_differences_in_train_mode() {
         assert!((fd - an).abs() <= 2e-2 * (1.0 + an.abs()), "{name}: finite difference {fd}, autograd {an}");
     }
 }
+
+#[test]
+fn eval_mode_freezes_the_backbone_and_train_mode_does_not() {
+    // An attack step (eval mode, input as a variable) must compute the input gradient
+    // and no backbone parameter gradient; training computes them all.
+    let dev = Device::Cpu;
+    let m = model(Arch::WideResNet { depth: 10, widen: 1, dropout: 0.0 }, 3, HeadConfig::Fc);
+    let x = Var::from_tensor(&Tensor::rand(0f32, 1.0, (2, 3, 8, 8), &dev).unwrap()).unwrap();
+    let params = m.store().trainable("");
+    let eval = m.forward(x.as_tensor(), Mode::Eval).unwrap().sum_all().unwrap().backward().unwrap();
+    assert!(eval.get(x.as_tensor()).is_some(), "input gradient in eval mode");
+    for (name, v) in &params {
+        let has = eval.get(v.as_tensor()).is_some();
+        assert_eq!(has, name.starts_with("head."), "{name}: gradient in eval mode = {has}");
+    }
+    let train = m.forward(x.as_tensor(), Mode::Train).unwrap().sum_all().unwrap().backward().unwrap();
+    for (name, v) in &params {
+        assert!(train.get(v.as_tensor()).is_some(), "{name}: no gradient in train mode");
+    }
+}

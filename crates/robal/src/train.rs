@@ -3,7 +3,7 @@
 //!
 //! Run folder: `config.toml` (the config used), `metrics.jsonl` (one JSON object
 //! per epoch and per quick evaluation), `checkpoint.safetensors` +
-//! `optimizer.safetensors` (the last completed epoch), `model.safetensors` (the
+//! `optimizer-<epoch>.safetensors` (the last completed epoch), `model.safetensors` (the
 //! final model with its evaluation head and, in its metadata under `train_config`, the
 //! config), `train_eval.json` (the final quick evaluation; `cargo xtask eval` writes the
 //! full `report.json`).
@@ -169,7 +169,6 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions, device: &Device) -> Result<Ru
         toml::to_string_pretty(cfg).map_err(|e| TrainError::Invalid { what: "config", reason: e.to_string() })?;
     let config_path = run_dir.join("config.toml");
     let ckpt_path = run_dir.join("checkpoint.safetensors");
-    let opt_path = run_dir.join("optimizer.safetensors");
     let (train_set, test_set) = load_data(cfg)?;
     let counts = train_set.classes().train_counts().to_vec();
     let mut model = build_model(cfg, &train_set, device)?;
@@ -188,16 +187,17 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions, device: &Device) -> Result<Ru
         }
         if ckpt_path.is_file() {
             first_epoch = checkpoint::load_weights(&model, &ckpt_path)?.epoch as usize;
+            let opt_path = optimizer_path(run_dir, first_epoch);
             let opt = candle_core::safetensors::load(&opt_path, device)
                 .map_err(|e| TrainError::Resume { path: opt_path.display().to_string(), reason: e.to_string() })?;
             sgd.set_state(opt.into_iter().collect());
         }
+        keep_metrics_up_to(run_dir, first_epoch)?;
     } else {
-        for stale in
-            ["metrics.jsonl", "checkpoint.safetensors", "optimizer.safetensors", "model.safetensors", "train_eval.json"]
-        {
+        for stale in ["metrics.jsonl", "checkpoint.safetensors", "model.safetensors", "train_eval.json"] {
             let _ = std::fs::remove_file(run_dir.join(stale));
         }
+        remove_optimizer_states(run_dir, None);
         robal_data::write_atomic(&config_path, config_text.as_bytes())?;
     }
     let loss = TrainLoss::new(cfg.loss.clone(), &counts, device)?;
@@ -320,9 +320,13 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions, device: &Device) -> Result<Ru
         )?;
         let done = epoch + 1;
         if done % cfg.train.checkpoint_every.max(1) == 0 || done == cfg.train.epochs {
+            // Commit protocol: the momentum of epoch `done` goes to its own file first,
+            // then the checkpoint (the commit point) names that epoch, then older
+            // momentum files go. A kill at any moment leaves a checkpoint whose
+            // optimizer file exists.
+            robal_data::write_atomic(&optimizer_path(run_dir, done), &safetensors_bytes(sgd.state())?)?;
             checkpoint::save(&model, &ckpt_path, &CheckpointInfo { epoch: done as u64, extra: Default::default() })?;
-            let opt_bytes = safetensors_bytes(sgd.state())?;
-            robal_data::write_atomic(&opt_path, &opt_bytes)?;
+            remove_optimizer_states(run_dir, Some(done));
         }
         if cfg.eval.every > 0 && done % cfg.eval.every == 0 && done < cfg.train.epochs {
             let q = quick_eval(
@@ -443,6 +447,42 @@ fn second_stage(
             run_dir,
             &serde_json::json!({"stage2": s2.kind, "epoch": epoch + 1, "loss": sum / n.max(1) as f64}),
         )?;
+    }
+    Ok(())
+}
+
+/// The optimizer state (SGD momentum) saved with the checkpoint of `epoch`.
+pub fn optimizer_path(run_dir: &Path, epoch: usize) -> PathBuf {
+    run_dir.join(format!("optimizer-{epoch}.safetensors"))
+}
+
+/// Remove the optimizer-state files of every epoch but `keep`.
+fn remove_optimizer_states(run_dir: &Path, keep: Option<usize>) {
+    let Ok(entries) = std::fs::read_dir(run_dir) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let epoch = name.strip_prefix("optimizer-").and_then(|r| r.strip_suffix(".safetensors"));
+        if epoch.is_some_and(|ep| ep.parse::<usize>().ok() != keep) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// On resume, drop metrics lines of epochs after the checkpoint (a run killed between
+/// logging an epoch and checkpointing it repeats that epoch).
+fn keep_metrics_up_to(run_dir: &Path, epoch: usize) -> Result<()> {
+    let path = run_dir.join("metrics.jsonl");
+    let Ok(text) = std::fs::read_to_string(&path) else { return Ok(()) };
+    let kept: String = text
+        .lines()
+        .filter(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap_or_default();
+            v.get("epoch").and_then(|e| e.as_u64()).is_none_or(|e| e as usize <= epoch)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    if kept != text {
+        robal_data::write_atomic(&path, kept.as_bytes())?;
     }
     Ok(())
 }

@@ -46,11 +46,25 @@ fn stopped_and_resumed_run_equals_uninterrupted_run() {
     let part = train(&cfg, &RunOptions { stop_after: Some(1), ..opts(b.path()) }, &Device::Cpu).unwrap();
     assert_eq!(part.epochs_run, 1);
     assert!(!b.path().join("model.safetensors").exists(), "an interrupted run has no final model");
+    // A kill after the next epoch's momentum and metrics were written but before its
+    // checkpoint: a stray optimizer-2 file and a logged epoch 2. Resume must ignore both.
+    let opt1 = b.path().join("optimizer-1.safetensors");
+    assert!(opt1.is_file());
+    std::fs::write(b.path().join("optimizer-2.safetensors"), b"partial garbage").unwrap();
+    let mut m = std::fs::OpenOptions::new().append(true).open(b.path().join("metrics.jsonl")).unwrap();
+    std::io::Write::write_all(&mut m, b"{\"epoch\":2,\"loss\":9.9}\n").unwrap();
     let rest = train(&cfg, &RunOptions { resume: true, ..opts(b.path()) }, &Device::Cpu).unwrap();
     assert_eq!(rest.epochs_run, 2);
     assert_eq!(weights(&a.path().join("model.safetensors")), weights(&b.path().join("model.safetensors")));
     let metrics = std::fs::read_to_string(b.path().join("metrics.jsonl")).unwrap();
     assert_eq!(metrics.lines().count(), 3, "one line per epoch across the interruption");
+    assert!(!metrics.contains("9.9"), "the uncheckpointed epoch's line was dropped");
+    let opts_left: Vec<String> = std::fs::read_dir(b.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("optimizer"))
+        .collect();
+    assert_eq!(opts_left, vec!["optimizer-3.safetensors".to_string()]);
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(a.path().join("train_eval.json")).unwrap()).unwrap();
     assert_eq!(report["eval"]["clean"]["per_class"].as_array().unwrap().len(), 10);

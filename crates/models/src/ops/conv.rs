@@ -332,13 +332,14 @@ impl CustomOp2 for Conv2dOp {
 
     fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let dy = dy.contiguous()?;
+        let (stride, pad) = (self.stride, self.pad);
         let dx = if x.track_op() {
-            Some(dy.apply_op2_no_bwd(w, &InputGradOp { x: x.dims4()?, stride: self.stride, pad: self.pad })?)
+            Some(dy.apply_op2_no_bwd(w, &GradOp { wrt: Wrt::Input(x.dims4()?), stride, pad })?)
         } else {
             None
         };
         let dw = if w.track_op() {
-            Some(x.apply_op2_no_bwd(&dy, &WeightGradOp { w: w.dims4()?, stride: self.stride, pad: self.pad })?)
+            Some(x.apply_op2_no_bwd(&dy, &GradOp { wrt: Wrt::Weight(w.dims4()?), stride, pad })?)
         } else {
             None
         };
@@ -346,58 +347,50 @@ impl CustomOp2 for Conv2dOp {
     }
 }
 
-/// (dy, weight) -> dx for an input of shape `x`.
-struct InputGradOp {
-    x: (usize, usize, usize, usize),
+/// Which gradient a [`GradOp`] computes, and that operand's shape.
+enum Wrt {
+    /// Operands (dy, weight) -> dx of this input shape.
+    Input((usize, usize, usize, usize)),
+    /// Operands (x, dy) -> dW of this weight shape.
+    Weight((usize, usize, usize, usize)),
+}
+
+/// A gradient of the convolution (no backward of its own: second derivatives are not needed).
+struct GradOp {
+    wrt: Wrt,
     stride: usize,
     pad: usize,
 }
 
-impl CustomOp2 for InputGradOp {
+impl CustomOp2 for GradOp {
     fn name(&self) -> &'static str {
-        "robal-conv2d-input-grad"
+        match self.wrt {
+            Wrt::Input(_) => "robal-conv2d-input-grad",
+            Wrt::Weight(_) => "robal-conv2d-weight-grad",
+        }
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = [self.x.0, self.x.1, self.x.2, self.x.3];
-        let g = Geometry::new(&x, l2.dims(), self.stride, self.pad)?;
-        if l1.dims() != [g.n, g.o, g.ho, g.wo] {
+        let arr = |d: (usize, usize, usize, usize)| [d.0, d.1, d.2, d.3];
+        let (g, dy_dims, shape) = match self.wrt {
+            Wrt::Input(x) => (Geometry::new(&arr(x), l2.dims(), self.stride, self.pad)?, l1.dims(), x),
+            Wrt::Weight(w) => (Geometry::new(l1.dims(), &arr(w), self.stride, self.pad)?, l2.dims(), w),
+        };
+        if dy_dims != [g.n, g.o, g.ho, g.wo] {
             return Err(op_err(format!(
-                "conv2d input gradient: dy {:?} does not match output {:?}",
-                l1.dims(),
+                "{}: dy {dy_dims:?} does not match the output {:?}",
+                self.name(),
                 [g.n, g.o, g.ho, g.wo]
             )));
         }
-        Ok((CpuStorage::F32(input_grad(f32_slice(s1, l1)?, f32_slice(s2, l2)?, &g)), Shape::from(self.x)))
+        let (a, b) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?);
+        let out = match self.wrt {
+            Wrt::Input(_) => input_grad(a, b, &g),
+            Wrt::Weight(_) => weight_grad(a, b, &g),
+        };
+        Ok((CpuStorage::F32(out), Shape::from(shape)))
     }
 }
-
-/// (x, dy) -> dW for a weight of shape `w`.
-struct WeightGradOp {
-    w: (usize, usize, usize, usize),
-    stride: usize,
-    pad: usize,
-}
-
-impl CustomOp2 for WeightGradOp {
-    fn name(&self) -> &'static str {
-        "robal-conv2d-weight-grad"
-    }
-
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let w = [self.w.0, self.w.1, self.w.2, self.w.3];
-        let g = Geometry::new(l1.dims(), &w, self.stride, self.pad)?;
-        if l2.dims() != [g.n, g.o, g.ho, g.wo] {
-            return Err(op_err(format!(
-                "conv2d weight gradient: dy {:?} does not match output {:?}",
-                l2.dims(),
-                [g.n, g.o, g.ho, g.wo]
-            )));
-        }
-        Ok((CpuStorage::F32(weight_grad(f32_slice(s1, l1)?, f32_slice(s2, l2)?, &g)), Shape::from(self.w)))
-    }
-}
-
 /// Convolution of `x` (N, C, H, W) by `weight` (O, C, k, k) with zero padding `pad`
 /// and stride `stride`, differentiable in both. f32 tensors on the CPU use the kernels
 /// of this module; other devices and dtypes use candle's `conv2d` (see [`super::kernels_apply`]).
