@@ -6,10 +6,13 @@ mod eval;
 mod train;
 
 use anyhow::Result;
+use clap::{Parser, Subcommand};
 
+/// A caching allocator: with glibc's, every large activation buffer goes back to the
+/// OS when freed and is page-faulted (and cleared by the kernel) again at the next
+/// step; mimalloc keeps and reuses it (+35% on a WRN-16-4 attack step here).
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "robal-rs tasks: data sets, training, evaluation")]
