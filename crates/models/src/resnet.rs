@@ -51,13 +51,13 @@ impl Unit {
             Unit::Basic { c1, b1, c2, b2, short } => {
                 let o = b1.forward_relu(&c1.forward(x, mode)?, mode)?;
                 let o = b2.forward(&c2.forward(&o, mode)?, mode)?;
-                (o + project(short)?)?.relu()?
+                crate::ops::add_relu(&o, &project(short)?)?
             }
             Unit::Bottleneck { c1, b1, c2, b2, c3, b3, short } => {
                 let o = b1.forward_relu(&c1.forward(x, mode)?, mode)?;
                 let o = b2.forward_relu(&c2.forward(&o, mode)?, mode)?;
                 let o = b3.forward(&c3.forward(&o, mode)?, mode)?;
-                (o + project(short)?)?.relu()?
+                crate::ops::add_relu(&o, &project(short)?)?
             }
             Unit::PreAct { b1, c1, b2, c2, short } => {
                 let a = b1.forward_relu(x, mode)?;

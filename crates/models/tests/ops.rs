@@ -230,3 +230,26 @@ fn batch_norm_eval_is_the_frozen_affine_map() {
         assert!(max_rel_err(g1.get(x.as_tensor()).unwrap(), g2.get(x.as_tensor()).unwrap()) < 1e-6);
     }
 }
+
+#[test]
+fn add_relu_matches_candle_and_its_gradients() {
+    let a = Var::from_tensor(&randn(&[2, 3, 5, 7], 1)).unwrap();
+    let b = Var::from_tensor(&randn(&[2, 3, 5, 7], 2)).unwrap();
+    let r = randn(&[2, 3, 5, 7], 3);
+    let ours = robal_models::ops::add_relu(a.as_tensor(), b.as_tensor()).unwrap();
+    let reference = (a.as_tensor() + b.as_tensor()).unwrap().relu().unwrap();
+    assert!(max_rel_err(&ours, &reference) < 1e-7);
+    let g1 = (&ours * &r).unwrap().sum_all().unwrap().backward().unwrap();
+    let g2 = (&reference * &r).unwrap().sum_all().unwrap().backward().unwrap();
+    for v in [a.as_tensor(), b.as_tensor()] {
+        assert!(max_rel_err(g1.get(v).unwrap(), g2.get(v).unwrap()) < 1e-7);
+    }
+    // Only the operand that takes part in autograd gets a gradient.
+    let g = robal_models::ops::add_relu(a.as_tensor(), &b.as_tensor().detach())
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    assert!(g.get(a.as_tensor()).is_some() && g.get(b.as_tensor()).is_none());
+}

@@ -10,10 +10,10 @@
 //! - eval: y = a_c x + b_c with a_c = γ_c / √(running_var_c + ε),
 //!   b_c = β_c - running_mean_c a_c (constants); backward dx = a_c g.
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Storage, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{f32_slice, op_err};
+use super::{f32_slice, op_err, with_f32};
 
 /// (N, C, S) sizes of a tensor of rank >= 2.
 fn ncs(dims: &[usize]) -> Result<(usize, usize, usize)> {
@@ -216,16 +216,6 @@ fn grad_sums(x: &[f32], y: &[f32], dy: &[f32], mu: f32, relu: bool) -> (f32, f32
         add(lane, xv, yv, dv);
     }
     (a.iter().sum(), b.iter().sum())
-}
-
-/// Run `f` on the f32 elements of a CPU tensor (made contiguous first if needed).
-fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
-    let t = t.contiguous()?;
-    let (storage, layout) = t.storage_and_layout();
-    match &*storage {
-        Storage::Cpu(cpu) => f(f32_slice(cpu, layout)?),
-        _ => Err(op_err("batch norm backward: expected a CPU tensor")),
-    }
 }
 
 /// Evaluation-mode BatchNorm: a fixed per-channel affine map of x.

@@ -5,7 +5,8 @@
 //! - [`conv2d`]: convolution forward, input gradient and weight gradient by im2col +
 //!   GEMM, parallel over the batch; no transposed convolution;
 //! - [`batch_stats`], [`batch_norm_train`], [`batch_norm_eval`]: BatchNorm (+ optional ReLU) in one pass
-//!   forward and backward, without per-op temporaries.
+//!   forward and backward, without per-op temporaries;
+//! - [`add_relu`]: relu(a + b) at the end of a ResNet unit, one pass each way.
 //!
 //! Other devices and dtypes fall back to candle's own ops, and so does everything
 //! after [`use_candle_ops`]`(true)` (for side-by-side benchmarks and cross-checks).
@@ -13,13 +14,15 @@
 mod batchnorm;
 mod conv;
 mod gemm;
+mod residual;
 
 pub use batchnorm::{batch_norm_eval, batch_norm_train, batch_stats, BatchStats};
 pub use conv::conv2d;
+pub use residual::add_relu;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use candle_core::{CpuStorage, Layout, Result, Tensor};
+use candle_core::{CpuStorage, Layout, Result, Storage, Tensor};
 
 static CANDLE_OPS: AtomicBool = AtomicBool::new(false);
 
@@ -42,6 +45,16 @@ pub(crate) fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> 
     };
     let (start, end) = l.contiguous_offsets().ok_or_else(|| op_err("expected a contiguous tensor"))?;
     Ok(&v[start..end])
+}
+
+/// Run `f` on the f32 elements of a CPU tensor (made contiguous first if needed).
+pub(crate) fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        Storage::Cpu(cpu) => f(f32_slice(cpu, layout)?),
+        _ => Err(op_err("expected a CPU tensor")),
+    }
 }
 
 pub(crate) fn op_err(msg: impl Into<String>) -> candle_core::Error {
