@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use candle_core::Device;
 use robal::evaluate::EvalModel;
+use robal::train::TRAIN_CONFIG_KEY;
 use robal::TrainConfig;
 use robal_data::{cifar, Cifar, ClassInfo, Dataset, ImageSet, Loader, LoaderConfig, Split};
 use robal_models::{checkpoint, Classifier, HeadConfig, ModelConfig};
@@ -49,9 +50,6 @@ pub struct LoadedModel {
     /// The local checkpoint file.
     pub path: PathBuf,
 }
-
-/// Checkpoint metadata key holding the training config (TOML).
-pub const TRAIN_CONFIG_KEY: &str = "train_config";
 
 fn invalid(what: &str, reason: impl Into<String>) -> EvalError {
     EvalError::Invalid { what: what.into(), reason: reason.into() }

@@ -355,7 +355,7 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions, device: &Device) -> Result<Ru
             &run_dir.join("model.safetensors"),
             &CheckpointInfo {
                 epoch: cfg.train.epochs as u64,
-                extra: [("train_config".to_string(), config_text.clone())].into_iter().collect(),
+                extra: [(TRAIN_CONFIG_KEY.to_string(), config_text.clone())].into_iter().collect(),
             },
         )?;
         let e = quick_eval(
@@ -450,6 +450,10 @@ fn second_stage(
     }
     Ok(())
 }
+
+/// Metadata key of `model.safetensors` holding the training config (TOML), so that the
+/// final model names its data set and threat model by itself.
+pub const TRAIN_CONFIG_KEY: &str = "train_config";
 
 /// The optimizer state (SGD momentum) saved with the checkpoint of `epoch`.
 pub fn optimizer_path(run_dir: &Path, epoch: usize) -> PathBuf {
