@@ -4,7 +4,7 @@
 use candle_core::{DType, Tensor, Var, D};
 
 use crate::error::Result;
-use crate::ops;
+use crate::ops::{self, Affine, FrozenGraph, ValueId};
 use crate::store::{Init, StorePath};
 
 /// Whether a forward pass trains (batch statistics, running-stat updates, dropout)
@@ -52,6 +52,19 @@ impl Conv2d {
     /// evaluation mode; see [`Mode`]).
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         Ok(crate::ops::conv2d(x, &mode.param(&self.weight), self.stride, self.padding)?)
+    }
+
+    /// y = conv(relu(bn(x)), W) as a step of a frozen (evaluation-mode) forward pass,
+    /// with `pre`'s BatchNorm-ReLU applied while the convolution reads x; a plain
+    /// convolution without `pre`.
+    pub(crate) fn frozen(
+        &self,
+        g: &mut FrozenGraph,
+        x: ValueId,
+        pre: Option<&BatchNorm2d>,
+    ) -> candle_core::Result<ValueId> {
+        let pre = pre.map(|bn| bn.affine(true)).transpose()?;
+        g.conv(x, &self.weight, self.stride, self.padding, pre)
     }
 }
 
@@ -106,18 +119,29 @@ impl BatchNorm2d {
                 Ok(ops::batch_norm_train(x, &self.weight, &self.bias, &stats, self.eps, relu)?)
             }
             Mode::Eval => {
-                let v = |t: &Tensor| t.to_dtype(DType::F32).and_then(|t| t.to_vec1::<f32>());
-                Ok(ops::batch_norm_eval(
-                    x,
-                    &v(&self.weight)?,
-                    &v(&self.bias)?,
-                    &v(self.running_mean.as_tensor())?,
-                    &v(self.running_var.as_tensor())?,
-                    self.eps,
-                    relu,
-                )?)
+                let f = self.affine(relu)?;
+                Ok(ops::batch_norm_eval_affine(x, f)?)
             }
         }
+    }
+
+    /// The evaluation-mode map as a per-channel affine (+ ReLU when `relu`):
+    /// a = w / √(running_var + eps), b = bias - running_mean a.
+    pub(crate) fn affine(&self, relu: bool) -> candle_core::Result<Affine> {
+        let v = |t: &Tensor| t.to_dtype(DType::F32).and_then(|t| t.to_vec1::<f32>());
+        Ok(Affine::batch_norm(
+            &v(&self.weight)?,
+            &v(&self.bias)?,
+            &v(self.running_mean.as_tensor())?,
+            &v(self.running_var.as_tensor())?,
+            self.eps,
+            relu,
+        ))
+    }
+
+    /// relu?(bn(x)) as a step of a frozen (evaluation-mode) forward pass.
+    pub(crate) fn frozen(&self, g: &mut FrozenGraph, x: ValueId, relu: bool) -> candle_core::Result<ValueId> {
+        g.affine(x, self.affine(relu)?)
     }
 
     /// running_mean <- (1 - m) running_mean + m mean_b,

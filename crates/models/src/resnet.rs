@@ -7,6 +7,7 @@ use candle_core::Tensor;
 
 use crate::error::Result;
 use crate::layers::{global_avg_pool, BatchNorm2d, Conv2d, Mode};
+use crate::ops::{FrozenGraph, ValueId};
 use crate::store::StorePath;
 
 #[derive(Clone, Debug)]
@@ -70,6 +71,39 @@ impl Unit {
                 (o + skip)?
             }
         })
+    }
+}
+
+impl Unit {
+    /// The evaluation-mode unit as steps of a frozen graph; BatchNorm-ReLUs that feed a
+    /// convolution run inside it. `None` for the bottleneck unit (not needed by the
+    /// CIFAR models; it keeps the tensor-op path).
+    fn frozen(&self, g: &mut FrozenGraph, x: ValueId) -> candle_core::Result<Option<ValueId>> {
+        Ok(Some(match self {
+            Unit::Basic { c1, b1, c2, b2, short } => {
+                let o = c1.frozen(g, x, None)?;
+                let o = c2.frozen(g, o, Some(b1))?;
+                let o = b2.frozen(g, o, false)?;
+                let skip = match short {
+                    Some((c, b)) => {
+                        let s = c.frozen(g, x, None)?;
+                        b.frozen(g, s, false)?
+                    }
+                    None => x,
+                };
+                g.add(o, skip, true)?
+            }
+            Unit::PreAct { b1, c1, b2, c2, short } => {
+                let o = c1.frozen(g, x, Some(b1))?;
+                let o = c2.frozen(g, o, Some(b2))?;
+                let skip = match short {
+                    Some(c) => c.frozen(g, x, Some(b1))?,
+                    None => x,
+                };
+                g.add(o, skip, false)?
+            }
+            Unit::Bottleneck { .. } => return Ok(None),
+        }))
     }
 }
 
@@ -183,6 +217,33 @@ impl ResNet {
             out = bn.forward_relu(&out, mode)?;
         }
         global_avg_pool(&out)
+    }
+
+    /// Whether [`Self::frozen`] covers this network: the CIFAR forms (the ImageNet
+    /// forms' max-pool and bottleneck units keep the tensor-op path).
+    pub(crate) fn has_frozen_form(&self) -> bool {
+        matches!(self.kind, ResNetKind::ResNet18 | ResNetKind::PreActResNet18)
+    }
+
+    /// The evaluation-mode forward pass as steps of a frozen graph (see
+    /// [`crate::ops::frozen_forward`]); the caller checks [`Self::has_frozen_form`].
+    pub(crate) fn frozen(&self, g: &mut FrozenGraph, x: ValueId) -> candle_core::Result<ValueId> {
+        if !self.has_frozen_form() {
+            return Err(candle_core::Error::Msg(format!("{:?} has no frozen form", self.kind)));
+        }
+        let mut out = self.conv1.frozen(g, x, None)?;
+        if let Some(bn) = &self.bn1 {
+            out = bn.frozen(g, out, true)?;
+        }
+        for u in &self.units {
+            out = u
+                .frozen(g, out)?
+                .ok_or_else(|| candle_core::Error::Msg("bottleneck unit has no frozen form".into()))?;
+        }
+        if let Some(bn) = &self.final_bn {
+            out = bn.frozen(g, out, true)?;
+        }
+        Ok(g.pool(out))
     }
 
     /// Feature dimension.

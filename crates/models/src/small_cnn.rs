@@ -7,6 +7,7 @@ use candle_core::Tensor;
 
 use crate::error::Result;
 use crate::layers::{global_avg_pool, BatchNorm2d, Conv2d, Mode};
+use crate::ops::{FrozenGraph, ValueId};
 use crate::store::StorePath;
 
 /// The small CNN feature extractor.
@@ -39,6 +40,21 @@ impl SmallCnn {
             out = bn.forward_relu(&conv.forward(&out, mode)?, mode)?;
         }
         global_avg_pool(&out)
+    }
+
+    /// The evaluation-mode forward pass as steps of a frozen graph (see
+    /// [`crate::ops::frozen_forward`]): each BatchNorm-ReLU but the last runs inside the
+    /// next convolution.
+    pub(crate) fn frozen(&self, g: &mut FrozenGraph, x: ValueId) -> candle_core::Result<ValueId> {
+        let (mut out, mut pending) = (x, None);
+        for (conv, bn) in &self.layers {
+            out = conv.frozen(g, out, pending)?;
+            pending = Some(bn);
+        }
+        if let Some(bn) = pending {
+            out = bn.frozen(g, out, true)?;
+        }
+        Ok(g.pool(out))
     }
 
     /// Feature dimension (128).

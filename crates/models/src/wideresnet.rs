@@ -7,6 +7,7 @@ use candle_core::Tensor;
 
 use crate::error::{invalid, Result};
 use crate::layers::{dropout, global_avg_pool, BatchNorm2d, Conv2d, Mode};
+use crate::ops::{FrozenGraph, ValueId};
 use crate::store::StorePath;
 
 #[derive(Clone, Debug)]
@@ -47,6 +48,17 @@ impl Block {
             None => x.clone(),
         };
         Ok((out + skip)?)
+    }
+
+    /// The same block, frozen: both BatchNorm-ReLUs run inside the convolutions that read them.
+    fn frozen(&self, g: &mut FrozenGraph, x: ValueId) -> candle_core::Result<ValueId> {
+        let out = self.conv1.frozen(g, x, Some(&self.bn1))?;
+        let out = self.conv2.frozen(g, out, Some(&self.bn2))?;
+        let skip = match &self.shortcut {
+            Some(conv) => conv.frozen(g, x, Some(&self.bn1))?,
+            None => x,
+        };
+        g.add(out, skip, false)
     }
 }
 
@@ -96,6 +108,17 @@ impl WideResNet {
             out = b.forward(&out, mode, seed.wrapping_add(k as u64))?;
         }
         global_avg_pool(&self.bn1.forward_relu(&out, mode)?)
+    }
+
+    /// The evaluation-mode forward pass as steps of a frozen graph (see
+    /// [`crate::ops::frozen_forward`]); dropout is the identity there.
+    pub(crate) fn frozen(&self, g: &mut FrozenGraph, x: ValueId) -> candle_core::Result<ValueId> {
+        let mut out = self.conv1.frozen(g, x, None)?;
+        for b in &self.blocks {
+            out = b.frozen(g, out)?;
+        }
+        let out = self.bn1.frozen(g, out, true)?;
+        Ok(g.pool(out))
     }
 
     /// Feature dimension 64*widen.

@@ -51,6 +51,7 @@ fn input_gradients_match_finite_differences() {
         (2, 3, 16, 16),
     );
     check_input_gradient(&model(Arch::PreActResNet18, 3, HeadConfig::Fc), (1, 3, 8, 8));
+    check_input_gradient(&model(Arch::ResNet18, 3, HeadConfig::Fc), (1, 3, 8, 8));
 }
 
 #[test]

@@ -289,7 +289,11 @@ pub fn batch_norm_eval(
     eps: f64,
     relu: bool,
 ) -> Result<Tensor> {
-    let a: Vec<f32> = gamma.iter().zip(var).map(|(&g, &v)| (g as f64 / (v as f64 + eps).sqrt()) as f32).collect();
-    let b = beta.iter().zip(mean).zip(&a).map(|((&b, &m), &a)| b - m * a).collect();
-    x.contiguous()?.apply_op1(EvalOp { a, b, relu })
+    batch_norm_eval_affine(x, super::Affine::batch_norm(gamma, beta, mean, var, eps, relu))
+}
+
+/// Evaluation-mode BatchNorm (+ ReLU) given as its per-channel affine map `f`
+/// (see [`super::Affine::batch_norm`]): y = relu?(a_c x + b_c); differentiable in x only.
+pub fn batch_norm_eval_affine(x: &Tensor, f: super::Affine) -> Result<Tensor> {
+    x.contiguous()?.apply_op1(EvalOp { a: f.a, b: f.b, relu: f.relu })
 }

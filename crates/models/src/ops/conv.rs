@@ -18,26 +18,27 @@
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::frozen::Affine;
 use super::gemm::{matmul, Mat};
 use super::{f32_slice, op_err};
 
 /// Shapes of one convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Geometry {
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    o: usize,
-    k: usize,
-    stride: usize,
-    pad: usize,
-    ho: usize,
-    wo: usize,
+pub(super) struct Geometry {
+    pub(super) n: usize,
+    pub(super) c: usize,
+    pub(super) h: usize,
+    pub(super) w: usize,
+    pub(super) o: usize,
+    pub(super) k: usize,
+    pub(super) stride: usize,
+    pub(super) pad: usize,
+    pub(super) ho: usize,
+    pub(super) wo: usize,
 }
 
 impl Geometry {
-    fn new(x: &[usize], w: &[usize], stride: usize, pad: usize) -> Result<Self> {
+    pub(super) fn new(x: &[usize], w: &[usize], stride: usize, pad: usize) -> Result<Self> {
         let (&[n, c, h, wd], &[o, ci, k, k2]) = (x, w) else {
             return Err(op_err(format!(
                 "conv2d: expected input (N, C, H, W) and weight (O, C, k, k), got {x:?} and {w:?}"
@@ -85,8 +86,8 @@ impl Geometry {
     }
 
     /// Visit the column matrix row segment by row segment, in order: each entry either
-    /// reads one pixel (`Seg::Read`: `len` entries from `col` on read `x[x + t s]`) or is
-    /// off the image (`Seg::Zero`).
+    /// reads one pixel of channel `c` (`Seg::Read`: `len` entries from `col` on read
+    /// `x[x + t s]`) or is off the image (`Seg::Zero`).
     fn walk(&self, mut f: impl FnMut(Seg)) {
         let (k, s, p, hw) = (self.k, self.stride, self.pad, self.h * self.w);
         let cols = self.pixels_out();
@@ -103,7 +104,8 @@ impl Geometry {
                             continue;
                         }
                         f(Seg::Zero { col: dst, len: lo });
-                        f(Seg::Read { col: dst + lo, x: c * hw + ih as usize * self.w + lo * s + j - p, len: hi - lo });
+                        let x = c * hw + ih as usize * self.w + lo * s + j - p;
+                        f(Seg::Read { c, col: dst + lo, x, len: hi - lo });
                         f(Seg::Zero { col: dst + hi, len: self.wo - hi });
                     }
                 }
@@ -111,24 +113,32 @@ impl Geometry {
         }
     }
 
-    /// col(x_n) into `col` (length `col_len`); every entry is written.
-    fn im2col(&self, x: &[f32], col: &mut [f32]) {
+    /// col(pre(x_n)) into `col` (length `col_len`); every entry is written. `pre`, when
+    /// given, maps each pixel through its channel's affine + ReLU before it is copied;
+    /// the zero padding stays zero (it pads the transformed image).
+    fn im2col(&self, x: &[f32], col: &mut [f32], pre: Option<&Affine>) {
         if self.stride == 1 {
-            return self.im2col_stride1(x, col);
+            return self.im2col_stride1(x, col, pre);
         }
         let s = self.stride;
         self.walk(|seg| match seg {
             Seg::Zero { col: c, len } => col[c..c + len].fill(0.0),
-            Seg::Read { col: c, x: at, len } if s == 1 => col[c..c + len].copy_from_slice(&x[at..at + len]),
-            Seg::Read { col: c, x: at, len } => {
-                col[c..c + len].iter_mut().zip(x[at..].iter().step_by(s)).for_each(|(o, &v)| *o = v)
+            Seg::Read { c: ch, col: c, x: at, len } => {
+                let src = x[at..].iter().step_by(s);
+                match pre {
+                    None => col[c..c + len].iter_mut().zip(src).for_each(|(o, &v)| *o = v),
+                    Some(f) => {
+                        let (a, b) = (f.a[ch], f.b[ch]);
+                        col[c..c + len].iter_mut().zip(src).for_each(|(o, &v)| *o = f.apply(a, b, v))
+                    }
+                }
             }
         });
     }
 
     /// im2col for stride 1: each column-matrix row is the image shifted by (i - p, j - p),
     /// copied row by row with zeros at the borders.
-    fn im2col_stride1(&self, x: &[f32], col: &mut [f32]) {
+    fn im2col_stride1(&self, x: &[f32], col: &mut [f32], pre: Option<&Affine>) {
         let (k, p, w, h) = (self.k, self.pad, self.w, self.h);
         let (ho, wo) = (self.ho, self.wo);
         for (r, dst) in col.chunks_exact_mut(ho * wo).enumerate() {
@@ -141,9 +151,15 @@ impl Geometry {
                     out.fill(0.0);
                     continue;
                 }
-                let src = &img[ih as usize * w..(ih as usize + 1) * w];
+                let src = &img[ih as usize * w + lo + j - p..ih as usize * w + hi + j - p];
                 out[..lo].fill(0.0);
-                out[lo..hi].copy_from_slice(&src[lo + j - p..hi + j - p]);
+                match pre {
+                    None => out[lo..hi].copy_from_slice(src),
+                    Some(f) => {
+                        let (a, b) = (f.a[c], f.b[c]);
+                        out[lo..hi].iter_mut().zip(src).for_each(|(o, &v)| *o = f.apply(a, b, v));
+                    }
+                }
                 out[hi..].fill(0.0);
             }
         }
@@ -154,7 +170,7 @@ impl Geometry {
         let s = self.stride;
         dx.fill(0.0);
         self.walk(|seg| {
-            if let Seg::Read { col: c, x: at, len } = seg {
+            if let Seg::Read { col: c, x: at, len, .. } = seg {
                 let d = &dcol[c..c + len];
                 if s == 1 {
                     dx[at..at + len].iter_mut().zip(d).for_each(|(o, &v)| *o += v);
@@ -168,8 +184,8 @@ impl Geometry {
 
 /// A run of entries of one row of the column matrix.
 enum Seg {
-    /// `len` entries from `col` read the pixels `x + t * stride`.
-    Read { col: usize, x: usize, len: usize },
+    /// `len` entries from `col` read the pixels `x + t * stride` of channel `c`.
+    Read { c: usize, col: usize, x: usize, len: usize },
     /// `len` entries from `col` lie in the zero padding.
     Zero { col: usize, len: usize },
 }
@@ -214,22 +230,39 @@ fn uninit_vec(n: usize) -> Vec<f32> {
 }
 
 fn forward(x: &[f32], wt: &[f32], g: &Geometry) -> Vec<f32> {
+    forward_pre(x, wt, g, None)
+}
+
+/// y = conv(pre(x), W): the convolution of the image after a per-channel affine + ReLU
+/// (an evaluation-mode BatchNorm-ReLU), applied while the column matrix is gathered,
+/// so the transformed image is never stored.
+pub(super) fn forward_pre(x: &[f32], wt: &[f32], g: &Geometry, pre: Option<&Affine>) -> Vec<f32> {
     let mut out = uninit_vec(g.n * g.out_image());
     let w = Mat::rows(wt, g.o, g.col_rows());
-    per_image(&mut out, g.out_image(), g.col_len(), |i, y, col, threads| {
+    let scratch = if g.pointwise() && pre.is_some() { g.image() } else { g.col_len() };
+    per_image(&mut out, g.out_image(), scratch, |i, y, col, threads| {
         let xi = &x[i * g.image()..(i + 1) * g.image()];
-        let col: &[f32] = if g.pointwise() {
-            xi
-        } else {
-            g.im2col(xi, col);
-            col
+        let col: &[f32] = match (g.pointwise(), pre) {
+            (true, None) => xi,
+            (true, Some(f)) => {
+                let hw = g.h * g.w;
+                for (c, (o, v)) in col.chunks_exact_mut(hw).zip(xi.chunks_exact(hw)).enumerate() {
+                    let (a, b) = (f.a[c], f.b[c]);
+                    o.iter_mut().zip(v).for_each(|(o, &v)| *o = f.apply(a, b, v));
+                }
+                col
+            }
+            (false, _) => {
+                g.im2col(xi, col, pre);
+                col
+            }
         };
         matmul(y, w, Mat::rows(col, g.col_rows(), g.pixels_out()), false, threads);
     });
     out
 }
 
-fn input_grad(dy: &[f32], wt: &[f32], g: &Geometry) -> Vec<f32> {
+pub(super) fn input_grad(dy: &[f32], wt: &[f32], g: &Geometry) -> Vec<f32> {
     if g.stride == 1 && g.pad < g.k && !g.pointwise() {
         return input_grad_as_conv(dy, wt, g);
     }
@@ -275,7 +308,7 @@ fn weight_grad(x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
         let col: &[f32] = if g.pointwise() {
             xi
         } else {
-            g.im2col(xi, col);
+            g.im2col(xi, col, None);
             col
         };
         let dyi = Mat::rows(&dy[i * g.out_image()..(i + 1) * g.out_image()], g.o, g.pixels_out());
@@ -440,7 +473,7 @@ mod tests {
             let g = Geometry::new(&[1, c, h, w], &[1, c, k, k], stride, pad).unwrap();
             let x: Vec<f32> = (0..g.image()).map(|i| (i as f32 * 0.37).sin()).collect();
             let mut col = vec![f32::NAN; g.col_rows() * g.pixels_out()];
-            g.im2col(&x, &mut col);
+            g.im2col(&x, &mut col, None);
             assert_eq!(col, im2col_naive(&x, &g), "{g:?}");
             // <col(x), d> = <x, col⁻¹(d)> for any d: col2im is im2col's adjoint.
             let d: Vec<f32> = (0..col.len()).map(|i| (i as f32 * 0.11).cos()).collect();
