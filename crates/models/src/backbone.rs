@@ -39,28 +39,37 @@ impl Backbone {
 
     /// Pooled feature. `seed` draws dropout masks (training mode only).
     ///
-    /// In evaluation mode, when x takes part in autograd (an attack step) and the
-    /// CPU kernels apply, the whole backbone runs as one frozen op with its own
-    /// input-gradient pass ([`crate::ops::frozen_forward`]): the same function, without
-    /// candle's per-layer gradient bookkeeping. Inference without gradients keeps the
-    /// layer-by-layer path, which frees each activation as soon as it is used.
+    /// Where [`Self::runs_on_tape`] says so, the whole backbone runs as one candle op
+    /// with its own backward pass ([`crate::ops::Tape`]): the same function, without
+    /// candle's per-layer gradient bookkeeping; in evaluation mode (an attack step) it
+    /// computes the input gradient only, in training the parameter gradients (and the
+    /// input gradient if x takes part in autograd).
     pub fn forward(&self, x: &Tensor, mode: Mode, seed: u64) -> Result<Tensor> {
-        if self.runs_frozen(x, mode) {
+        if self.runs_on_tape(x, mode) {
             let me = self.clone();
-            return Ok(ops::frozen_forward(x, move |g, v| me.frozen(g, v))?);
+            let build = move |t: &mut ops::Tape, v| me.tape(t, v, mode, seed);
+            return Ok(match mode {
+                Mode::Eval => ops::frozen_forward(x, build)?,
+                Mode::Train => ops::train_forward(x, &self.params(), build)?,
+            });
         }
         self.forward_layers(x, mode, seed)
     }
 
-    /// Whether [`Self::forward`] of `x` in `mode` runs the frozen op: evaluation mode,
-    /// x an f32 CPU image batch that takes part in autograd, the CPU kernels on, and a
-    /// backbone with a frozen form (all but the ImageNet ResNets).
-    pub fn runs_frozen(&self, x: &Tensor, mode: Mode) -> bool {
-        mode == Mode::Eval && x.rank() == 4 && x.track_op() && ops::kernels_apply(x) && self.has_frozen_form()
+    /// Whether [`Self::forward`] of `x` in `mode` runs on a tape: x an f32 CPU image
+    /// batch with the CPU kernels on, a backbone with a tape form (all but the ImageNet
+    /// ResNets), and either training mode or evaluation mode with x taking part in
+    /// autograd (an attack step). Inference without gradients keeps the layer-by-layer
+    /// path, which frees each activation as soon as it is used.
+    pub fn runs_on_tape(&self, x: &Tensor, mode: Mode) -> bool {
+        x.rank() == 4
+            && ops::kernels_apply(x)
+            && self.has_tape_form()
+            && (mode == Mode::Train || x.track_op())
     }
 
     /// Pooled feature computed layer by layer through candle's autograd (what
-    /// [`Self::forward`] runs outside the frozen case).
+    /// [`Self::forward`] runs where [`Self::runs_on_tape`] is false).
     pub fn forward_layers(&self, x: &Tensor, mode: Mode, seed: u64) -> Result<Tensor> {
         match self {
             Backbone::WideResNet(m) => m.forward(x, mode, seed),
@@ -69,18 +78,27 @@ impl Backbone {
         }
     }
 
-    fn has_frozen_form(&self) -> bool {
+    fn has_tape_form(&self) -> bool {
         match self {
-            Backbone::ResNet(m) => m.has_frozen_form(),
+            Backbone::ResNet(m) => m.has_tape_form(),
             Backbone::WideResNet(_) | Backbone::SmallCnn(_) => true,
         }
     }
 
-    fn frozen(&self, g: &mut ops::FrozenGraph, x: ops::ValueId) -> candle_core::Result<ops::ValueId> {
+    fn tape(&self, t: &mut ops::Tape, x: ops::ValueId, mode: Mode, seed: u64) -> candle_core::Result<ops::ValueId> {
         match self {
-            Backbone::WideResNet(m) => m.frozen(g, x),
-            Backbone::ResNet(m) => m.frozen(g, x),
-            Backbone::SmallCnn(m) => m.frozen(g, x),
+            Backbone::WideResNet(m) => m.tape(t, x, mode, seed),
+            Backbone::ResNet(m) => m.tape(t, x, mode),
+            Backbone::SmallCnn(m) => m.tape(t, x, mode),
+        }
+    }
+
+    /// Every parameter of the backbone (convolution weights, BatchNorm γ and β).
+    pub fn params(&self) -> Vec<Tensor> {
+        match self {
+            Backbone::WideResNet(m) => m.params(),
+            Backbone::ResNet(m) => m.params(),
+            Backbone::SmallCnn(m) => m.params(),
         }
     }
 

@@ -4,7 +4,7 @@
 use candle_core::{DType, Tensor, Var, D};
 
 use crate::error::Result;
-use crate::ops::{self, Affine, FrozenGraph, ValueId};
+use crate::ops::{self, Affine, Tape, ValueId};
 use crate::store::{Init, StorePath};
 
 /// Whether a forward pass trains (batch statistics, running-stat updates, dropout)
@@ -32,6 +32,14 @@ impl Mode {
     }
 }
 
+/// The input of a convolution on a [`Tape`]: a stored value, or relu(bn(value)) applied
+/// inside the convolution (evaluation mode).
+#[derive(Clone, Debug)]
+pub(crate) enum ConvInput {
+    Value(ValueId),
+    Activated(ValueId, Affine),
+}
+
 /// 2-D convolution without bias: weight (out, in, k, k), init Normal(0, 2 / (k*k*out)).
 #[derive(Clone, Debug)]
 pub struct Conv2d {
@@ -54,17 +62,18 @@ impl Conv2d {
         Ok(crate::ops::conv2d(x, &mode.param(&self.weight), self.stride, self.padding)?)
     }
 
-    /// y = conv(relu(bn(x)), W) as a step of a frozen (evaluation-mode) forward pass,
-    /// with `pre`'s BatchNorm-ReLU applied while the convolution reads x; a plain
-    /// convolution without `pre`.
-    pub(crate) fn frozen(
-        &self,
-        g: &mut FrozenGraph,
-        x: ValueId,
-        pre: Option<&BatchNorm2d>,
-    ) -> candle_core::Result<ValueId> {
-        let pre = pre.map(|bn| bn.affine(true)).transpose()?;
-        g.conv(x, &self.weight, self.stride, self.padding, pre)
+    /// y = conv(input, W) as a step of a tape (W a parameter of a training tape, a
+    /// constant of an evaluation one).
+    pub(crate) fn tape(&self, t: &mut Tape, input: &ConvInput) -> candle_core::Result<ValueId> {
+        match input {
+            ConvInput::Value(x) => t.conv(*x, &self.weight, self.stride, self.padding, None),
+            ConvInput::Activated(x, f) => t.conv(*x, &self.weight, self.stride, self.padding, Some(f.clone())),
+        }
+    }
+
+    /// The layer's parameters, appended to `out`.
+    pub(crate) fn params(&self, out: &mut Vec<Tensor>) {
+        out.push(self.weight.clone());
     }
 }
 
@@ -139,14 +148,36 @@ impl BatchNorm2d {
         ))
     }
 
-    /// relu?(bn(x)) as a step of a frozen (evaluation-mode) forward pass.
-    pub(crate) fn frozen(&self, g: &mut FrozenGraph, x: ValueId, relu: bool) -> candle_core::Result<ValueId> {
-        g.affine(x, self.affine(relu)?)
+    /// relu?(bn(x)) as a step of a tape: with the running statistics in evaluation
+    /// mode; with the batch's in training, where the running averages are updated.
+    pub(crate) fn tape(&self, t: &mut Tape, x: ValueId, relu: bool, mode: Mode) -> candle_core::Result<ValueId> {
+        match mode {
+            Mode::Eval => t.affine(x, self.affine(relu)?),
+            Mode::Train => {
+                let (y, stats) = t.batch_norm(x, &self.weight, &self.bias, self.eps, relu)?;
+                self.update_running(&stats)?;
+                Ok(y)
+            }
+        }
+    }
+
+    /// relu(bn(x)) on its way into convolutions: applied inside them in evaluation
+    /// mode, a step of its own (computed once) in training.
+    pub(crate) fn tape_into_conv(&self, t: &mut Tape, x: ValueId, mode: Mode) -> candle_core::Result<ConvInput> {
+        Ok(match mode {
+            Mode::Eval => ConvInput::Activated(x, self.affine(true)?),
+            Mode::Train => ConvInput::Value(self.tape(t, x, true, mode)?),
+        })
+    }
+
+    /// The layer's parameters (weight, bias), appended to `out`.
+    pub(crate) fn params(&self, out: &mut Vec<Tensor>) {
+        out.extend([self.weight.clone(), self.bias.clone()]);
     }
 
     /// running_mean <- (1 - m) running_mean + m mean_b,
     /// running_var <- (1 - m) running_var + m var_b n / (n - 1).
-    fn update_running(&self, stats: &ops::BatchStats) -> Result<()> {
+    fn update_running(&self, stats: &ops::BatchStats) -> candle_core::Result<()> {
         let (m, n) = (self.momentum, stats.count as f64);
         let unbiased = if n > 1.0 { n / (n - 1.0) } else { 1.0 };
         let dev = self.running_mean.device();
@@ -238,10 +269,15 @@ pub fn dropout(x: &Tensor, p: f64, mode: Mode, seed: u64) -> Result<Tensor> {
     if mode == Mode::Eval || p == 0.0 {
         return Ok(x.clone());
     }
+    let mask = Tensor::from_vec(dropout_mask(x.elem_count(), p, seed), x.shape(), x.device())?;
+    Ok((x * mask)?)
+}
+
+/// The mask of [`dropout`]: each of `len` entries 0 with probability `p`, else 1/(1-p),
+/// drawn from `seed`.
+pub(crate) fn dropout_mask(len: usize, p: f64, seed: u64) -> Vec<f32> {
     use rand::{Rng, SeedableRng};
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let keep = 1.0 / (1.0 - p);
-    let mask: Vec<f32> = (0..x.elem_count()).map(|_| if rng.random_bool(p) { 0.0 } else { keep as f32 }).collect();
-    let mask = Tensor::from_vec(mask, x.shape(), x.device())?;
-    Ok((x * mask)?)
+    (0..len).map(|_| if rng.random_bool(p) { 0.0 } else { keep as f32 }).collect()
 }

@@ -6,8 +6,8 @@
 use candle_core::Tensor;
 
 use crate::error::Result;
-use crate::layers::{global_avg_pool, BatchNorm2d, Conv2d, Mode};
-use crate::ops::{FrozenGraph, ValueId};
+use crate::layers::{global_avg_pool, BatchNorm2d, Conv2d, ConvInput, Mode};
+use crate::ops::{Tape, ValueId};
 use crate::store::StorePath;
 
 #[derive(Clone, Debug)]
@@ -75,35 +75,73 @@ impl Unit {
 }
 
 impl Unit {
-    /// The evaluation-mode unit as steps of a frozen graph; BatchNorm-ReLUs that feed a
+    /// The unit as steps of a tape; in evaluation mode BatchNorm-ReLUs that feed a
     /// convolution run inside it. `None` for the bottleneck unit (not needed by the
     /// CIFAR models; it keeps the tensor-op path).
-    fn frozen(&self, g: &mut FrozenGraph, x: ValueId) -> candle_core::Result<Option<ValueId>> {
+    fn tape(&self, t: &mut Tape, x: ValueId, mode: Mode) -> candle_core::Result<Option<ValueId>> {
+        let input = ConvInput::Value(x);
         Ok(Some(match self {
             Unit::Basic { c1, b1, c2, b2, short } => {
-                let o = c1.frozen(g, x, None)?;
-                let o = c2.frozen(g, o, Some(b1))?;
-                let o = b2.frozen(g, o, false)?;
+                let o = c1.tape(t, &input)?;
+                let o = b1.tape_into_conv(t, o, mode)?;
+                let o = c2.tape(t, &o)?;
+                let o = b2.tape(t, o, false, mode)?;
                 let skip = match short {
                     Some((c, b)) => {
-                        let s = c.frozen(g, x, None)?;
-                        b.frozen(g, s, false)?
+                        let s = c.tape(t, &input)?;
+                        b.tape(t, s, false, mode)?
                     }
                     None => x,
                 };
-                g.add(o, skip, true)?
+                t.add(o, skip, true)?
             }
             Unit::PreAct { b1, c1, b2, c2, short } => {
-                let o = c1.frozen(g, x, Some(b1))?;
-                let o = c2.frozen(g, o, Some(b2))?;
+                let a = b1.tape_into_conv(t, x, mode)?;
+                let o = c1.tape(t, &a)?;
+                let o = b2.tape_into_conv(t, o, mode)?;
+                let o = c2.tape(t, &o)?;
                 let skip = match short {
-                    Some(c) => c.frozen(g, x, Some(b1))?,
+                    Some(c) => c.tape(t, &a)?,
                     None => x,
                 };
-                g.add(o, skip, false)?
+                t.add(o, skip, false)?
             }
             Unit::Bottleneck { .. } => return Ok(None),
         }))
+    }
+
+    fn params(&self, out: &mut Vec<Tensor>) {
+        match self {
+            Unit::Basic { c1, b1, c2, b2, short } => {
+                c1.params(out);
+                b1.params(out);
+                c2.params(out);
+                b2.params(out);
+                if let Some((c, b)) = short {
+                    c.params(out);
+                    b.params(out);
+                }
+            }
+            Unit::Bottleneck { c1, b1, c2, b2, c3, b3, short } => {
+                for (c, b) in [(c1, b1), (c2, b2), (c3, b3)] {
+                    c.params(out);
+                    b.params(out);
+                }
+                if let Some((c, b)) = short {
+                    c.params(out);
+                    b.params(out);
+                }
+            }
+            Unit::PreAct { b1, c1, b2, c2, short } => {
+                b1.params(out);
+                c1.params(out);
+                b2.params(out);
+                c2.params(out);
+                if let Some(c) = short {
+                    c.params(out);
+                }
+            }
+        }
     }
 }
 
@@ -219,31 +257,46 @@ impl ResNet {
         global_avg_pool(&out)
     }
 
-    /// Whether [`Self::frozen`] covers this network: the CIFAR forms (the ImageNet
+    /// Whether [`Self::tape`] covers this network: the CIFAR forms (the ImageNet
     /// forms' max-pool and bottleneck units keep the tensor-op path).
-    pub(crate) fn has_frozen_form(&self) -> bool {
+    pub(crate) fn has_tape_form(&self) -> bool {
         matches!(self.kind, ResNetKind::ResNet18 | ResNetKind::PreActResNet18)
     }
 
-    /// The evaluation-mode forward pass as steps of a frozen graph (see
-    /// [`crate::ops::frozen_forward`]); the caller checks [`Self::has_frozen_form`].
-    pub(crate) fn frozen(&self, g: &mut FrozenGraph, x: ValueId) -> candle_core::Result<ValueId> {
-        if !self.has_frozen_form() {
-            return Err(candle_core::Error::Msg(format!("{:?} has no frozen form", self.kind)));
+    /// [`Self::forward`] as steps of a tape (see [`crate::ops::Tape`]); the caller
+    /// checks [`Self::has_tape_form`].
+    pub(crate) fn tape(&self, t: &mut Tape, x: ValueId, mode: Mode) -> candle_core::Result<ValueId> {
+        let no_form = || candle_core::Error::Msg(format!("{:?} has no tape form", self.kind));
+        if !self.has_tape_form() {
+            return Err(no_form());
         }
-        let mut out = self.conv1.frozen(g, x, None)?;
+        let mut out = self.conv1.tape(t, &ConvInput::Value(x))?;
         if let Some(bn) = &self.bn1 {
-            out = bn.frozen(g, out, true)?;
+            out = bn.tape(t, out, true, mode)?;
         }
         for u in &self.units {
-            out = u
-                .frozen(g, out)?
-                .ok_or_else(|| candle_core::Error::Msg("bottleneck unit has no frozen form".into()))?;
+            out = u.tape(t, out, mode)?.ok_or_else(no_form)?;
         }
         if let Some(bn) = &self.final_bn {
-            out = bn.frozen(g, out, true)?;
+            out = bn.tape(t, out, true, mode)?;
         }
-        Ok(g.pool(out))
+        Ok(t.pool(out))
+    }
+
+    /// Every parameter, in a fixed order.
+    pub(crate) fn params(&self) -> Vec<Tensor> {
+        let mut out = Vec::new();
+        self.conv1.params(&mut out);
+        if let Some(bn) = &self.bn1 {
+            bn.params(&mut out);
+        }
+        for u in &self.units {
+            u.params(&mut out);
+        }
+        if let Some(bn) = &self.final_bn {
+            bn.params(&mut out);
+        }
+        out
     }
 
     /// Feature dimension.

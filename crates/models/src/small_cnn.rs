@@ -6,8 +6,8 @@
 use candle_core::Tensor;
 
 use crate::error::Result;
-use crate::layers::{global_avg_pool, BatchNorm2d, Conv2d, Mode};
-use crate::ops::{FrozenGraph, ValueId};
+use crate::layers::{global_avg_pool, BatchNorm2d, Conv2d, ConvInput, Mode};
+use crate::ops::{Tape, ValueId};
 use crate::store::StorePath;
 
 /// The small CNN feature extractor.
@@ -42,19 +42,32 @@ impl SmallCnn {
         global_avg_pool(&out)
     }
 
-    /// The evaluation-mode forward pass as steps of a frozen graph (see
-    /// [`crate::ops::frozen_forward`]): each BatchNorm-ReLU but the last runs inside the
-    /// next convolution.
-    pub(crate) fn frozen(&self, g: &mut FrozenGraph, x: ValueId) -> candle_core::Result<ValueId> {
-        let (mut out, mut pending) = (x, None);
+    /// [`Self::forward`] as steps of a tape (see [`crate::ops::Tape`]); in evaluation
+    /// mode each BatchNorm-ReLU but the last runs inside the next convolution.
+    pub(crate) fn tape(&self, t: &mut Tape, x: ValueId, mode: Mode) -> candle_core::Result<ValueId> {
+        let mut input = ConvInput::Value(x);
+        let mut last = None;
         for (conv, bn) in &self.layers {
-            out = conv.frozen(g, out, pending)?;
-            pending = Some(bn);
+            let out = conv.tape(t, &input)?;
+            input = bn.tape_into_conv(t, out, mode)?;
+            last = Some((out, bn));
         }
-        if let Some(bn) = pending {
-            out = bn.frozen(g, out, true)?;
+        let out = match (input, last) {
+            (ConvInput::Value(v), _) => v,
+            (ConvInput::Activated(..), Some((out, bn))) => bn.tape(t, out, true, mode)?,
+            (ConvInput::Activated(v, _), None) => v,
+        };
+        Ok(t.pool(out))
+    }
+
+    /// Every parameter, in a fixed order.
+    pub(crate) fn params(&self) -> Vec<Tensor> {
+        let mut out = Vec::new();
+        for (conv, bn) in &self.layers {
+            conv.params(&mut out);
+            bn.params(&mut out);
         }
-        Ok(g.pool(out))
+        out
     }
 
     /// Feature dimension (128).

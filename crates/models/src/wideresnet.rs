@@ -6,8 +6,8 @@
 use candle_core::Tensor;
 
 use crate::error::{invalid, Result};
-use crate::layers::{dropout, global_avg_pool, BatchNorm2d, Conv2d, Mode};
-use crate::ops::{FrozenGraph, ValueId};
+use crate::layers::{dropout, dropout_mask, global_avg_pool, BatchNorm2d, Conv2d, ConvInput, Mode};
+use crate::ops::{Tape, ValueId};
 use crate::store::StorePath;
 
 #[derive(Clone, Debug)]
@@ -50,15 +50,34 @@ impl Block {
         Ok((out + skip)?)
     }
 
-    /// The same block, frozen: both BatchNorm-ReLUs run inside the convolutions that read them.
-    fn frozen(&self, g: &mut FrozenGraph, x: ValueId) -> candle_core::Result<ValueId> {
-        let out = self.conv1.frozen(g, x, Some(&self.bn1))?;
-        let out = self.conv2.frozen(g, out, Some(&self.bn2))?;
+    /// The same block as steps of a tape. In evaluation mode both BatchNorm-ReLUs run
+    /// inside the convolutions that read them (dropout is the identity there).
+    fn tape(&self, t: &mut Tape, x: ValueId, mode: Mode, seed: u64) -> candle_core::Result<ValueId> {
+        let a = self.bn1.tape_into_conv(t, x, mode)?;
+        let out = self.conv1.tape(t, &a)?;
+        let out = if mode == Mode::Train && self.drop > 0.0 {
+            let v = self.bn2.tape(t, out, true, mode)?;
+            let len = t.dims(v).iter().product();
+            ConvInput::Value(t.mask(v, dropout_mask(len, self.drop, seed))?)
+        } else {
+            self.bn2.tape_into_conv(t, out, mode)?
+        };
+        let out = self.conv2.tape(t, &out)?;
         let skip = match &self.shortcut {
-            Some(conv) => conv.frozen(g, x, Some(&self.bn1))?,
+            Some(conv) => conv.tape(t, &a)?,
             None => x,
         };
-        g.add(out, skip, false)
+        t.add(out, skip, false)
+    }
+
+    fn params(&self, out: &mut Vec<Tensor>) {
+        self.bn1.params(out);
+        self.conv1.params(out);
+        self.bn2.params(out);
+        self.conv2.params(out);
+        if let Some(c) = &self.shortcut {
+            c.params(out);
+        }
     }
 }
 
@@ -110,15 +129,25 @@ impl WideResNet {
         global_avg_pool(&self.bn1.forward_relu(&out, mode)?)
     }
 
-    /// The evaluation-mode forward pass as steps of a frozen graph (see
-    /// [`crate::ops::frozen_forward`]); dropout is the identity there.
-    pub(crate) fn frozen(&self, g: &mut FrozenGraph, x: ValueId) -> candle_core::Result<ValueId> {
-        let mut out = self.conv1.frozen(g, x, None)?;
-        for b in &self.blocks {
-            out = b.frozen(g, out)?;
+    /// [`Self::forward`] as steps of a tape (see [`crate::ops::Tape`]).
+    pub(crate) fn tape(&self, t: &mut Tape, x: ValueId, mode: Mode, seed: u64) -> candle_core::Result<ValueId> {
+        let mut out = self.conv1.tape(t, &ConvInput::Value(x))?;
+        for (k, b) in self.blocks.iter().enumerate() {
+            out = b.tape(t, out, mode, seed.wrapping_add(k as u64))?;
         }
-        let out = self.bn1.frozen(g, out, true)?;
-        Ok(g.pool(out))
+        let out = self.bn1.tape(t, out, true, mode)?;
+        Ok(t.pool(out))
+    }
+
+    /// Every parameter, in a fixed order.
+    pub(crate) fn params(&self) -> Vec<Tensor> {
+        let mut out = Vec::new();
+        self.conv1.params(&mut out);
+        for b in &self.blocks {
+            b.params(&mut out);
+        }
+        self.bn1.params(&mut out);
+        out
     }
 
     /// Feature dimension 64*widen.

@@ -16,7 +16,7 @@ use rayon::prelude::*;
 use super::{f32_slice, op_err, with_f32};
 
 /// (N, C, S) sizes of a tensor of rank >= 2.
-fn ncs(dims: &[usize]) -> Result<(usize, usize, usize)> {
+pub(super) fn ncs(dims: &[usize]) -> Result<(usize, usize, usize)> {
     match dims {
         [n, c, rest @ ..] => Ok((*n, *c, rest.iter().product())),
         _ => Err(op_err(format!("batch norm: expected (N, C, ...), got {dims:?}"))),
@@ -47,23 +47,26 @@ impl CustomOp1 for StatsOp {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = f32_slice(s, l)?;
-        let dims = ncs(l.dims())?;
-        let m = (dims.0 * dims.2).max(1) as f64;
-        let stats: Vec<(f32, f32)> = (0..dims.1)
-            .into_par_iter()
-            .map(|ch| {
-                // Per row in f32 with eight lanes (vectorised), across rows in f64.
-                let sum: f64 = channel_rows(x, dims, ch).map(|r| lane_sum(r, |v| v) as f64).sum();
-                let mean = sum / m;
-                let mu = mean as f32;
-                let sq: f64 = channel_rows(x, dims, ch).map(|r| lane_sum(r, |v| (v - mu) * (v - mu)) as f64).sum();
-                (mean as f32, (sq / m) as f32)
-            })
-            .collect();
-        let out = stats.iter().map(|s| s.0).chain(stats.iter().map(|s| s.1)).collect();
-        Ok((CpuStorage::F32(out), Shape::from((2, dims.1))))
+        let (mean, var) = channel_stats(f32_slice(s, l)?, ncs(l.dims())?);
+        let c = mean.len();
+        Ok((CpuStorage::F32(mean.into_iter().chain(var).collect()), Shape::from((2, c))))
     }
+}
+
+/// Per-channel mean and biased variance of x with sizes (N, C, S): per row in f32 with
+/// eight lanes (vectorised), across rows in f64.
+pub(super) fn channel_stats(x: &[f32], dims: (usize, usize, usize)) -> (Vec<f32>, Vec<f32>) {
+    let m = (dims.0 * dims.2).max(1) as f64;
+    (0..dims.1)
+        .into_par_iter()
+        .map(|ch| {
+            let sum: f64 = channel_rows(x, dims, ch).map(|r| lane_sum(r, |v| v) as f64).sum();
+            let mean = sum / m;
+            let mu = mean as f32;
+            let sq: f64 = channel_rows(x, dims, ch).map(|r| lane_sum(r, |v| (v - mu) * (v - mu)) as f64).sum();
+            (mean as f32, (sq / m) as f32)
+        })
+        .unzip()
 }
 
 /// Mean and biased variance per channel of `x` (N, C, ...), f32 on the CPU.
@@ -74,7 +77,7 @@ pub fn batch_stats(x: &Tensor) -> Result<BatchStats> {
 }
 
 /// y = relu?(x a_c + b_c) for every entry of channel c.
-fn affine(x: &[f32], dims: (usize, usize, usize), a: &[f32], b: &[f32], relu: bool) -> Vec<f32> {
+pub(super) fn affine(x: &[f32], dims: (usize, usize, usize), a: &[f32], b: &[f32], relu: bool) -> Vec<f32> {
     let (_, c, s) = dims;
     let mut out = vec![0f32; x.len()];
     out.par_chunks_mut(s.max(1)).zip(x.par_chunks(s.max(1))).enumerate().for_each(|(row, (o, xi))| {
@@ -128,55 +131,75 @@ impl CustomOp3 for TrainOp {
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let dims = ncs(x.dims())?;
-        let (n, c, s) = dims;
-        let m = (n * s) as f32;
         let gam = gamma.to_vec1::<f32>()?;
-        let relu = self.relu;
         let (dx, sums) = with_f32(x, |xs| {
             with_f32(y, |ys| {
                 with_f32(dy, |dys| {
-                    // Per channel: (Σ g, Σ g x̂), g = dy through the fused ReLU.
-                    let sums: Vec<(f32, f32)> = (0..c)
-                        .into_par_iter()
-                        .map(|ch| {
-                            let (mu, r) = (self.mean[ch], self.rstd[ch]);
-                            let (mut sg, mut sgx) = (0f64, 0f64);
-                            for row in 0..n {
-                                let at = (row * c + ch) * s..(row * c + ch + 1) * s;
-                                let (a, b) = grad_sums(&xs[at.clone()], &ys[at.clone()], &dys[at], mu, relu);
-                                sg += a as f64;
-                                sgx += (b * r) as f64;
-                            }
-                            (sg as f32, sgx as f32)
-                        })
-                        .collect();
-                    if !x.track_op() {
-                        return Ok((None, sums));
-                    }
-                    let mut dx = vec![0f32; xs.len()];
-                    dx.par_chunks_mut(s.max(1)).enumerate().for_each(|(row, o)| {
-                        let ch = row % c;
-                        let (mu, r, (sg, sgx)) = (self.mean[ch], self.rstd[ch], sums[ch]);
-                        // dx = k (m g - Σg - x̂ Σgx̂) = k m g - k Σg - k r Σgx̂ (x - μ).
-                        let (k, kr) = (gam[ch] * r / m, gam[ch] * r / m * r * sgx);
-                        let (km, base) = (k * m, k * sg);
-                        let at = row * s..(row + 1) * s;
-                        for ((o, (&xv, &yv)), &dv) in
-                            o.iter_mut().zip(xs[at.clone()].iter().zip(&ys[at.clone()])).zip(&dys[at])
-                        {
-                            let gv = if relu && yv <= 0.0 { 0.0 } else { dv };
-                            *o = km * gv - base - kr * (xv - mu);
-                        }
-                    });
-                    Ok((Some(dx), sums))
+                    let grad = TrainGrad { mean: &self.mean, rstd: &self.rstd, gamma: &gam, relu: self.relu };
+                    Ok(grad.backward(xs, ys, dys, dims, x.track_op()))
                 })
             })
         })?;
         let dx = dx.map(|v| Tensor::from_vec(v, x.shape(), x.device())).transpose()?;
-        let per_channel = |v: Vec<f32>| Tensor::from_vec(v, c, x.device());
+        let per_channel = |v: Vec<f32>| Tensor::from_vec(v, dims.1, x.device());
         let dgamma = if gamma.track_op() { Some(per_channel(sums.iter().map(|s| s.1).collect())?) } else { None };
         let dbeta = if beta.track_op() { Some(per_channel(sums.iter().map(|s| s.0).collect())?) } else { None };
         Ok((dx, dgamma, dbeta))
+    }
+}
+
+/// The backward pass of a training-mode BatchNorm (+ ReLU) given its statistics and γ.
+pub(super) struct TrainGrad<'a> {
+    pub mean: &'a [f32],
+    pub rstd: &'a [f32],
+    pub gamma: &'a [f32],
+    pub relu: bool,
+}
+
+impl TrainGrad<'_> {
+    /// (dx when `want_dx`, per channel (Σ g, Σ g x̂) = (dβ, dγ)) from x, y and dy with
+    /// sizes (N, C, S); g is dy through the fused ReLU.
+    pub(super) fn backward(
+        &self,
+        xs: &[f32],
+        ys: &[f32],
+        dys: &[f32],
+        (n, c, s): (usize, usize, usize),
+        want_dx: bool,
+    ) -> (Option<Vec<f32>>, Vec<(f32, f32)>) {
+        let m = (n * s) as f32;
+        let relu = self.relu;
+        let sums: Vec<(f32, f32)> = (0..c)
+            .into_par_iter()
+            .map(|ch| {
+                let (mu, r) = (self.mean[ch], self.rstd[ch]);
+                let (mut sg, mut sgx) = (0f64, 0f64);
+                for row in 0..n {
+                    let at = (row * c + ch) * s..(row * c + ch + 1) * s;
+                    let (a, b) = grad_sums(&xs[at.clone()], &ys[at.clone()], &dys[at], mu, relu);
+                    sg += a as f64;
+                    sgx += (b * r) as f64;
+                }
+                (sg as f32, sgx as f32)
+            })
+            .collect();
+        if !want_dx {
+            return (None, sums);
+        }
+        let mut dx = vec![0f32; xs.len()];
+        dx.par_chunks_mut(s.max(1)).enumerate().for_each(|(row, o)| {
+            let ch = row % c;
+            let (mu, r, (sg, sgx)) = (self.mean[ch], self.rstd[ch], sums[ch]);
+            // dx = k (m g - Σg - x̂ Σgx̂) = k m g - k Σg - k r Σgx̂ (x - μ).
+            let (k, kr) = (self.gamma[ch] * r / m, self.gamma[ch] * r / m * r * sgx);
+            let (km, base) = (k * m, k * sg);
+            let at = row * s..(row + 1) * s;
+            for ((o, (&xv, &yv)), &dv) in o.iter_mut().zip(xs[at.clone()].iter().zip(&ys[at.clone()])).zip(&dys[at]) {
+                let gv = if relu && yv <= 0.0 { 0.0 } else { dv };
+                *o = km * gv - base - kr * (xv - mu);
+            }
+        });
+        (Some(dx), sums)
     }
 }
 

@@ -18,7 +18,7 @@
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::frozen::Affine;
+use super::tape::Affine;
 use super::gemm::{matmul, Mat};
 use super::{f32_slice, op_err};
 
@@ -300,7 +300,7 @@ fn input_grad_as_conv(dy: &[f32], wt: &[f32], g: &Geometry) -> Vec<f32> {
     forward(dy, &flipped, &back)
 }
 
-fn weight_grad(x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
+pub(super) fn weight_grad(x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
     let len = g.o * g.col_rows();
     let threads = rayon::current_num_threads();
     let one = |acc: &mut Vec<f32>, col: &mut Vec<f32>, i: usize, gemm_threads: usize| {

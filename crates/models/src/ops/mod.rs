@@ -7,21 +7,24 @@
 //! - [`batch_stats`], [`batch_norm_train`], [`batch_norm_eval`]: BatchNorm (+ optional ReLU) in one pass
 //!   forward and backward, without per-op temporaries;
 //! - [`add_relu`]: relu(a + b) at the end of a ResNet unit, one pass each way;
-//! - [`frozen_forward`]: an evaluation-mode backbone as one autograd node with its own
-//!   input-gradient pass ([`FrozenGraph`]), what an attack step runs.
+//! - [`Tape`], [`frozen_forward`], [`train_forward`]: a whole backbone as one autograd
+//!   node with its own backward pass, in evaluation mode (what an attack step runs;
+//!   BatchNorm-ReLUs fused into the convolutions they feed) and in training.
 //!
 //! Other devices and dtypes fall back to candle's own ops, and so does everything
 //! after [`use_candle_ops`]`(true)` (for side-by-side benchmarks and cross-checks).
 
 mod batchnorm;
 mod conv;
-mod frozen;
+mod tape;
+mod tape_op;
 mod gemm;
 mod residual;
 
 pub use batchnorm::{batch_norm_eval, batch_norm_eval_affine, batch_norm_train, batch_stats, BatchStats};
 pub use conv::conv2d;
-pub use frozen::{frozen_forward, Affine, FrozenGraph, ValueId};
+pub use tape::{Affine, Tape, ValueId};
+pub use tape_op::{frozen_forward, train_forward};
 pub use residual::add_relu;
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,0 +1,139 @@
+//! Backbones run on a tape (one op with its own backward pass) against the same
+//! backbones run layer by layer through candle's autograd: same features, same input
+//! gradients (evaluation mode), same parameter gradients, input gradients and running
+//! statistics (training mode, dropout included), on random weights and BatchNorm
+//! statistics, for every backbone that has a tape form.
+
+use std::collections::BTreeMap;
+
+use candle_core::{Device, Tensor, Var};
+use robal_models::{Arch, Backbone, Mode, ParamStore};
+
+/// Deterministic pseudo-random values in [lo, hi).
+fn uniform(shape: &[usize], lo: f32, hi: f32, seed: u64) -> Tensor {
+    let n: usize = shape.iter().product();
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let v: Vec<f32> = (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            lo + (hi - lo) * ((s >> 40) as f32 / (1u64 << 24) as f32)
+        })
+        .collect();
+    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+}
+
+/// A backbone whose every parameter and BatchNorm statistic is random (so that each
+/// BatchNorm is a non-trivial affine map and ReLUs cut both ways); the same for the
+/// same arguments.
+fn backbone(arch: Arch, c: usize) -> (Backbone, ParamStore) {
+    let store = ParamStore::new(Device::Cpu, 7);
+    let b = Backbone::new(&store.root().pp("backbone"), &arch, c).unwrap();
+    let mut state = BTreeMap::new();
+    for (i, (name, _, t)) in store.entries().into_iter().enumerate() {
+        let dims = t.dims().to_vec();
+        let seed = i as u64 + 1;
+        let v = if name.ends_with("running_var") {
+            uniform(&dims, 0.5, 2.0, seed)
+        } else if name.ends_with("running_mean") || name.ends_with("bias") {
+            uniform(&dims, -0.3, 0.3, seed)
+        } else if dims.len() == 1 {
+            uniform(&dims, 0.5, 1.5, seed)
+        } else {
+            let fan_in: usize = dims[1..].iter().product();
+            let bound = (3.0 / fan_in as f32).sqrt();
+            uniform(&dims, -bound, bound, seed)
+        };
+        state.insert(name, v);
+    }
+    store.load_state(&state).unwrap();
+    (b, store)
+}
+
+fn max_rel_err(a: &Tensor, b: &Tensor) -> f32 {
+    let (a, b) =
+        (a.flatten_all().unwrap().to_vec1::<f32>().unwrap(), b.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+    assert_eq!(a.len(), b.len());
+    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
+    a.iter().zip(&b).fold(0f32, |m, (x, y)| m.max((x - y).abs() / scale))
+}
+
+fn check_eval(arch: Arch, shape: (usize, usize, usize, usize)) {
+    let (b, _) = backbone(arch, shape.1);
+    let x = Var::from_tensor(&uniform(&[shape.0, shape.1, shape.2, shape.3], 0.0, 1.0, 99)).unwrap();
+    assert!(b.runs_on_tape(x.as_tensor(), Mode::Eval), "{arch:?} should run on a tape");
+    let tape = b.forward(x.as_tensor(), Mode::Eval, 0).unwrap();
+    let layers = b.forward_layers(x.as_tensor(), Mode::Eval, 0).unwrap();
+    let err = max_rel_err(&tape, &layers);
+    assert!(err < 1e-5, "{arch:?}: features differ by {err}");
+    // Gradient of <r, f(x)> for a random r, both ways; the backbone gets none.
+    let r = uniform(tape.dims(), -1.0, 1.0, 5);
+    let grads = |f: &Tensor| f.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
+    let (gt, gl) = (grads(&tape), grads(&layers));
+    let (gt, gl) = (gt.get(x.as_tensor()).unwrap(), gl.get(x.as_tensor()).unwrap());
+    let err = max_rel_err(gt, gl);
+    assert!(err < 1e-4, "{arch:?}: input gradients differ by {err}");
+    assert!(gl.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() > 0.0);
+    assert!(b.params().iter().all(|p| grads(&tape).get(p).is_none()), "{arch:?}: a frozen parameter got a gradient");
+}
+
+fn check_train(arch: Arch, shape: (usize, usize, usize, usize)) {
+    // Two identical backbones: training-mode passes update their running statistics.
+    let ((bt, st), (bl, sl)) = (backbone(arch, shape.1), backbone(arch, shape.1));
+    let x = Var::from_tensor(&uniform(&[shape.0, shape.1, shape.2, shape.3], 0.0, 1.0, 98)).unwrap();
+    assert!(bt.runs_on_tape(x.as_tensor(), Mode::Train));
+    let tape = bt.forward(x.as_tensor(), Mode::Train, 11).unwrap();
+    let layers = bl.forward_layers(x.as_tensor(), Mode::Train, 11).unwrap();
+    let err = max_rel_err(&tape, &layers);
+    assert!(err < 1e-5, "{arch:?}: training features differ by {err}");
+    let r = uniform(tape.dims(), -1.0, 1.0, 6);
+    let grads = |f: &Tensor| f.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
+    let (gt, gl) = (grads(&tape), grads(&layers));
+    let (pt, pl) = (bt.params(), bl.params());
+    assert_eq!(pt.len(), pl.len());
+    for (i, (a, b)) in pt.iter().zip(&pl).enumerate() {
+        let (a, b) = (gt.get(a).expect("tape parameter gradient"), gl.get(b).expect("layer parameter gradient"));
+        let err = max_rel_err(a, b);
+        assert!(err < 2e-4, "{arch:?}: gradient of parameter {i} {:?} differs by {err}", b.dims());
+    }
+    let err = max_rel_err(gt.get(x.as_tensor()).unwrap(), gl.get(x.as_tensor()).unwrap());
+    assert!(err < 1e-4, "{arch:?}: training input gradients differ by {err}");
+    // The running statistics moved the same way.
+    let (a, b) = (st.state(), sl.state());
+    for (name, t) in &a {
+        if name.contains("running") {
+            let err = max_rel_err(t, &b[name]);
+            assert!(err < 1e-5, "{arch:?}: {name} differs by {err}");
+        }
+    }
+}
+
+fn check(arch: Arch, shape: (usize, usize, usize, usize)) {
+    check_eval(arch, shape);
+    check_train(arch, shape);
+}
+#[test]
+fn tape_backbones_match_the_layer_by_layer_path() {
+    check(Arch::SmallCnn, (3, 1, 28, 28));
+    check(Arch::WideResNet { depth: 10, widen: 2, dropout: 0.3 }, (2, 3, 16, 16));
+    check(Arch::WideResNet { depth: 16, widen: 1, dropout: 0.0 }, (1, 3, 9, 9));
+    check(Arch::ResNet18, (2, 3, 16, 16));
+    check(Arch::PreActResNet18, (2, 3, 8, 8));
+}
+
+#[test]
+fn tapes_run_only_where_they_apply() {
+    let (b, _) = backbone(Arch::SmallCnn, 1);
+    let x = uniform(&[1, 1, 28, 28], 0.0, 1.0, 1);
+    // Inference without gradients keeps the layer-by-layer path; training always tapes.
+    assert!(!b.runs_on_tape(&x, Mode::Eval));
+    assert!(b.runs_on_tape(&x, Mode::Train));
+    let v = Var::from_tensor(&x).unwrap();
+    assert!(b.runs_on_tape(v.as_tensor(), Mode::Eval));
+    // The ImageNet forms keep the tensor-op path.
+    let (r, _) = backbone(Arch::ResNet18ImageNet, 3);
+    let v = Var::from_tensor(&uniform(&[1, 3, 32, 32], 0.0, 1.0, 2)).unwrap();
+    assert!(!r.runs_on_tape(v.as_tensor(), Mode::Eval));
+    assert!(!r.runs_on_tape(v.as_tensor(), Mode::Train));
+}
