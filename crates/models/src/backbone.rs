@@ -62,10 +62,7 @@ impl Backbone {
     /// autograd (an attack step). Inference without gradients keeps the layer-by-layer
     /// path, which frees each activation as soon as it is used.
     pub fn runs_on_tape(&self, x: &Tensor, mode: Mode) -> bool {
-        x.rank() == 4
-            && ops::kernels_apply(x)
-            && self.has_tape_form()
-            && (mode == Mode::Train || x.track_op())
+        x.rank() == 4 && ops::kernels_apply(x) && self.has_tape_form() && (mode == Mode::Train || x.track_op())
     }
 
     /// Pooled feature computed layer by layer through candle's autograd (what

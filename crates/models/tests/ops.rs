@@ -26,11 +26,13 @@ fn max_rel_err(a: &Tensor, b: &Tensor) -> f32 {
 }
 
 /// (N, C, H, W, O, k, stride, pad): 3x3 and 1x1, stride 1 and 2, odd sizes, batch 1,
-/// a 7x7 stem, and a kernel as large as the padded image.
-/// (N, C, H, W, O, k, stride, pad).
+/// a 7x7 stem, a kernel as large as the padded image, and batches whose small outputs
+/// are computed several images per GEMM (128 columns: 13 = 6x2+1 of 8x8, 11 = 8+3 of
+/// 4x4, 9 = 3x3 of 6x6 for a 1x1 convolution, 7 = 3x2+1 of 7x7), next to a 1x1
+/// convolution too wide to group.
 type ConvCase = (usize, usize, usize, usize, usize, usize, usize, usize);
 
-const CONV_CASES: [ConvCase; 9] = [
+const CONV_CASES: [ConvCase; 14] = [
     (2, 3, 8, 8, 4, 3, 1, 1),
     (1, 5, 7, 9, 6, 3, 2, 1),
     (3, 4, 9, 7, 5, 1, 1, 0),
@@ -40,6 +42,11 @@ const CONV_CASES: [ConvCase; 9] = [
     (2, 3, 15, 13, 4, 7, 2, 3),
     (1, 1, 3, 3, 2, 5, 1, 1),
     (5, 16, 6, 6, 16, 3, 1, 1),
+    (13, 3, 8, 8, 5, 3, 1, 1),
+    (11, 4, 8, 8, 6, 1, 2, 0),
+    (9, 5, 6, 6, 4, 1, 1, 0),
+    (7, 2, 13, 13, 3, 3, 2, 1),
+    (2, 3, 17, 16, 4, 1, 1, 0),
 ];
 
 #[test]

@@ -190,7 +190,7 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions, device: &Device) -> Result<Ru
             let opt_path = optimizer_path(run_dir, first_epoch);
             let opt = candle_core::safetensors::load(&opt_path, device)
                 .map_err(|e| TrainError::Resume { path: opt_path.display().to_string(), reason: e.to_string() })?;
-            sgd.set_state(opt.into_iter().collect());
+            sgd.set_state(opt.into_iter().collect())?;
         }
         keep_metrics_up_to(run_dir, first_epoch)?;
     } else {

@@ -5,194 +5,28 @@
 //! (N, O, Ho, Wo) with Ho = (H + 2p - k) / s + 1 (likewise Wo):
 //!
 //! - forward: `y_n = W · col(x_n)`, where `col(x_n)` is the (C k k, Ho Wo) matrix of
-//!   receptive fields (`col[(c, i, j), (u, v)] = x_n[c, u s - p + i, v s - p + j]`, 0 off
-//!   the image);
+//!   receptive fields (see [`super::im2col`]);
 //! - input gradient: `dx_n = col⁻¹(Wᵀ · dy_n)`, where `col⁻¹` scatter-adds every column
 //!   entry back to the pixel it was read from (no transposed convolution);
 //! - weight gradient: `dW = Σ_n dy_n · col(x_n)ᵀ`.
 //!
-//! A 1x1, stride-1, unpadded convolution skips im2col (`col(x_n) = x_n`). Only the
+//! Images whose outputs are small (8x8 and below) are computed several per GEMM, their
+//! column matrices side by side, so that each GEMM is wide enough to run at speed. A
+//! 1x1, stride-1, unpadded convolution alone skips im2col (`col(x_n) = x_n`). Only the
 //! gradients whose operand takes part in autograd are computed: a frozen weight
 //! (a detached tensor, as in evaluation mode) costs no weight gradient.
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::tape::Affine;
 use super::gemm::{matmul, Mat};
+use super::im2col::Geometry;
+use super::tape::Affine;
 use super::{f32_slice, op_err};
 
-/// Shapes of one convolution.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) struct Geometry {
-    pub(super) n: usize,
-    pub(super) c: usize,
-    pub(super) h: usize,
-    pub(super) w: usize,
-    pub(super) o: usize,
-    pub(super) k: usize,
-    pub(super) stride: usize,
-    pub(super) pad: usize,
-    pub(super) ho: usize,
-    pub(super) wo: usize,
-}
-
-impl Geometry {
-    pub(super) fn new(x: &[usize], w: &[usize], stride: usize, pad: usize) -> Result<Self> {
-        let (&[n, c, h, wd], &[o, ci, k, k2]) = (x, w) else {
-            return Err(op_err(format!(
-                "conv2d: expected input (N, C, H, W) and weight (O, C, k, k), got {x:?} and {w:?}"
-            )));
-        };
-        if ci != c || k != k2 || k == 0 || stride == 0 || h + 2 * pad < k || wd + 2 * pad < k {
-            return Err(op_err(format!(
-                "conv2d: input {x:?} and weight {w:?} (stride {stride}, padding {pad}) do not fit: expected \
-                 weight (O, {c}, k, k) with k <= the padded image"
-            )));
-        }
-        let (ho, wo) = ((h + 2 * pad - k) / stride + 1, (wd + 2 * pad - k) / stride + 1);
-        Ok(Self { n, c, h, w: wd, o, k, stride, pad, ho, wo })
-    }
-
-    fn image(&self) -> usize {
-        self.c * self.h * self.w
-    }
-    fn out_image(&self) -> usize {
-        self.o * self.ho * self.wo
-    }
-    fn col_rows(&self) -> usize {
-        self.c * self.k * self.k
-    }
-    fn pixels_out(&self) -> usize {
-        self.ho * self.wo
-    }
-    fn pointwise(&self) -> bool {
-        self.k == 1 && self.stride == 1 && self.pad == 0
-    }
-    fn col_len(&self) -> usize {
-        if self.pointwise() {
-            0
-        } else {
-            self.col_rows() * self.pixels_out()
-        }
-    }
-
-    /// Output columns `v` whose input column `v s + j - p` lies inside the image.
-    fn valid_cols(&self, j: usize) -> (usize, usize) {
-        let (s, p) = (self.stride, self.pad);
-        let lo = if j >= p { 0 } else { (p - j).div_ceil(s) };
-        let hi = if self.w + p > j { ((self.w + p - j - 1) / s + 1).min(self.wo) } else { 0 };
-        (lo, hi.max(lo))
-    }
-
-    /// Visit the column matrix row segment by row segment, in order: each entry either
-    /// reads one pixel of channel `c` (`Seg::Read`: `len` entries from `col` on read
-    /// `x[x + t s]`) or is off the image (`Seg::Zero`).
-    fn walk(&self, mut f: impl FnMut(Seg)) {
-        let (k, s, p, hw) = (self.k, self.stride, self.pad, self.h * self.w);
-        let cols = self.pixels_out();
-        for c in 0..self.c {
-            for i in 0..k {
-                for j in 0..k {
-                    let row = ((c * k + i) * k + j) * cols;
-                    let (lo, hi) = self.valid_cols(j);
-                    for u in 0..self.ho {
-                        let dst = row + u * self.wo;
-                        let ih = (u * s + i) as isize - p as isize;
-                        if ih < 0 || ih >= self.h as isize || lo == hi {
-                            f(Seg::Zero { col: dst, len: self.wo });
-                            continue;
-                        }
-                        f(Seg::Zero { col: dst, len: lo });
-                        let x = c * hw + ih as usize * self.w + lo * s + j - p;
-                        f(Seg::Read { c, col: dst + lo, x, len: hi - lo });
-                        f(Seg::Zero { col: dst + hi, len: self.wo - hi });
-                    }
-                }
-            }
-        }
-    }
-
-    /// col(pre(x_n)) into `col` (length `col_len`); every entry is written. `pre`, when
-    /// given, maps each pixel through its channel's affine + ReLU before it is copied;
-    /// the zero padding stays zero (it pads the transformed image).
-    fn im2col(&self, x: &[f32], col: &mut [f32], pre: Option<&Affine>) {
-        if self.stride == 1 {
-            return self.im2col_stride1(x, col, pre);
-        }
-        let s = self.stride;
-        self.walk(|seg| match seg {
-            Seg::Zero { col: c, len } => col[c..c + len].fill(0.0),
-            Seg::Read { c: ch, col: c, x: at, len } => {
-                let src = x[at..].iter().step_by(s);
-                match pre {
-                    None => col[c..c + len].iter_mut().zip(src).for_each(|(o, &v)| *o = v),
-                    Some(f) => {
-                        let (a, b) = (f.a[ch], f.b[ch]);
-                        col[c..c + len].iter_mut().zip(src).for_each(|(o, &v)| *o = f.apply(a, b, v))
-                    }
-                }
-            }
-        });
-    }
-
-    /// im2col for stride 1: each column-matrix row is the image shifted by (i - p, j - p),
-    /// copied row by row with zeros at the borders.
-    fn im2col_stride1(&self, x: &[f32], col: &mut [f32], pre: Option<&Affine>) {
-        let (k, p, w, h) = (self.k, self.pad, self.w, self.h);
-        let (ho, wo) = (self.ho, self.wo);
-        for (r, dst) in col.chunks_exact_mut(ho * wo).enumerate() {
-            let (c, i, j) = (r / (k * k), r / k % k, r % k);
-            let img = &x[c * h * w..(c + 1) * h * w];
-            let (lo, hi) = self.valid_cols(j);
-            for (u, out) in dst.chunks_exact_mut(wo).enumerate() {
-                let ih = (u + i) as isize - p as isize;
-                if ih < 0 || ih >= h as isize || lo == hi {
-                    out.fill(0.0);
-                    continue;
-                }
-                let src = &img[ih as usize * w + lo + j - p..ih as usize * w + hi + j - p];
-                out[..lo].fill(0.0);
-                match pre {
-                    None => out[lo..hi].copy_from_slice(src),
-                    Some(f) => {
-                        let (a, b) = (f.a[c], f.b[c]);
-                        out[lo..hi].iter_mut().zip(src).for_each(|(o, &v)| *o = f.apply(a, b, v));
-                    }
-                }
-                out[hi..].fill(0.0);
-            }
-        }
-    }
-
-    /// dx_n = col⁻¹(dcol): scatter-add of the column matrix onto a zeroed image.
-    fn col2im(&self, dcol: &[f32], dx: &mut [f32]) {
-        let s = self.stride;
-        dx.fill(0.0);
-        self.walk(|seg| {
-            if let Seg::Read { col: c, x: at, len, .. } = seg {
-                let d = &dcol[c..c + len];
-                if s == 1 {
-                    dx[at..at + len].iter_mut().zip(d).for_each(|(o, &v)| *o += v);
-                } else {
-                    dx[at..].iter_mut().step_by(s).zip(d).for_each(|(o, &v)| *o += v);
-                }
-            }
-        });
-    }
-}
-
-/// A run of entries of one row of the column matrix.
-enum Seg {
-    /// `len` entries from `col` read the pixels `x + t * stride` of channel `c`.
-    Read { c: usize, col: usize, x: usize, len: usize },
-    /// `len` entries from `col` lie in the zero padding.
-    Zero { col: usize, len: usize },
-}
-
-/// Run `body(image, out_chunk, scratch, gemm_threads)` for every image: images in
-/// parallel when there are at least as many as threads, else one by one with a
-/// multi-threaded GEMM.
+/// Run `body(index, out_chunk, scratch, gemm_threads)` for every chunk of `out` (an
+/// image, or a group of images): chunks in parallel when there are at least as many as
+/// threads, else one by one with a multi-threaded GEMM.
 fn per_image(
     out: &mut [f32],
     chunk: usize,
@@ -200,7 +34,7 @@ fn per_image(
     body: impl Fn(usize, &mut [f32], &mut [f32], usize) + Sync,
 ) {
     let threads = rayon::current_num_threads();
-    let n = out.len() / chunk.max(1);
+    let n = out.len().div_ceil(chunk.max(1));
     if n >= threads || threads == 1 {
         // One contiguous run of images per thread: one scratch buffer each, not one per
         // rayon split.
@@ -239,6 +73,28 @@ fn forward(x: &[f32], wt: &[f32], g: &Geometry) -> Vec<f32> {
 pub(super) fn forward_pre(x: &[f32], wt: &[f32], g: &Geometry, pre: Option<&Affine>) -> Vec<f32> {
     let mut out = uninit_vec(g.n * g.out_image());
     let w = Mat::rows(wt, g.o, g.col_rows());
+    let (gs, p) = (g.group(), g.pixels_out());
+    if gs > 1 {
+        // Images side by side: y = W · [col_1 .. col_G], then each image's block of
+        // columns copied to its place.
+        let cols = gs * p;
+        per_image(&mut out, gs * g.out_image(), (g.col_rows() + g.o) * cols, |grp, y, buf, threads| {
+            let count = y.len() / g.out_image();
+            let ld = count * p;
+            let (col, ybuf) = buf.split_at_mut(g.col_rows() * cols);
+            for j in 0..count {
+                let i = grp * gs + j;
+                g.im2col(&x[i * g.image()..(i + 1) * g.image()], &mut col[j * p..], pre, ld);
+            }
+            matmul(ybuf, w, Mat::rows(&col[..g.col_rows() * ld], g.col_rows(), ld), false, threads);
+            for (j, yi) in y.chunks_exact_mut(g.out_image()).enumerate() {
+                for (o, row) in yi.chunks_exact_mut(p).enumerate() {
+                    row.copy_from_slice(&ybuf[o * ld + j * p..o * ld + (j + 1) * p]);
+                }
+            }
+        });
+        return out;
+    }
     let scratch = if g.pointwise() && pre.is_some() { g.image() } else { g.col_len() };
     per_image(&mut out, g.out_image(), scratch, |i, y, col, threads| {
         let xi = &x[i * g.image()..(i + 1) * g.image()];
@@ -253,13 +109,25 @@ pub(super) fn forward_pre(x: &[f32], wt: &[f32], g: &Geometry, pre: Option<&Affi
                 col
             }
             (false, _) => {
-                g.im2col(xi, col, pre);
+                g.im2col(xi, col, pre, p);
                 col
             }
         };
-        matmul(y, w, Mat::rows(col, g.col_rows(), g.pixels_out()), false, threads);
+        matmul(y, w, Mat::rows(col, g.col_rows(), p), false, threads);
     });
     out
+}
+
+/// Copy the (O, P) gradients of `count` images from `first` on into the columns of an
+/// (O, count P) matrix.
+fn gather_dy(dy: &[f32], g: &Geometry, first: usize, count: usize, buf: &mut [f32]) {
+    let (p, ld) = (g.pixels_out(), count * g.pixels_out());
+    for j in 0..count {
+        let dyi = &dy[(first + j) * g.out_image()..(first + j + 1) * g.out_image()];
+        for (o, row) in dyi.chunks_exact(p).enumerate() {
+            buf[o * ld + j * p..o * ld + (j + 1) * p].copy_from_slice(row);
+        }
+    }
 }
 
 pub(super) fn input_grad(dy: &[f32], wt: &[f32], g: &Geometry) -> Vec<f32> {
@@ -268,13 +136,29 @@ pub(super) fn input_grad(dy: &[f32], wt: &[f32], g: &Geometry) -> Vec<f32> {
     }
     let mut dx = uninit_vec(g.n * g.image());
     let w_t = Mat::rows(wt, g.o, g.col_rows()).t();
+    let (gs, p) = (g.group(), g.pixels_out());
+    if gs > 1 {
+        // dcol = Wᵀ · [dy_1 .. dy_G], then each image's block of columns scattered back.
+        let cols = gs * p;
+        per_image(&mut dx, gs * g.image(), (g.col_rows() + g.o) * cols, |grp, dxs, buf, threads| {
+            let count = dxs.len() / g.image();
+            let ld = count * p;
+            let (dcol, dybuf) = buf.split_at_mut(g.col_rows() * cols);
+            gather_dy(dy, g, grp * gs, count, dybuf);
+            matmul(dcol, w_t, Mat::rows(&dybuf[..g.o * ld], g.o, ld), false, threads);
+            for (j, dxi) in dxs.chunks_exact_mut(g.image()).enumerate() {
+                g.col2im(&dcol[j * p..], dxi, ld);
+            }
+        });
+        return dx;
+    }
     per_image(&mut dx, g.image(), g.col_len(), |i, dxi, dcol, threads| {
-        let dyi = Mat::rows(&dy[i * g.out_image()..(i + 1) * g.out_image()], g.o, g.pixels_out());
+        let dyi = Mat::rows(&dy[i * g.out_image()..(i + 1) * g.out_image()], g.o, p);
         if g.pointwise() {
             matmul(dxi, w_t, dyi, false, threads);
         } else {
             matmul(dcol, w_t, dyi, false, threads);
-            g.col2im(dcol, dxi);
+            g.col2im(dcol, dxi, p);
         }
     });
     dx
@@ -303,17 +187,33 @@ fn input_grad_as_conv(dy: &[f32], wt: &[f32], g: &Geometry) -> Vec<f32> {
 pub(super) fn weight_grad(x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
     let len = g.o * g.col_rows();
     let threads = rayon::current_num_threads();
-    let one = |acc: &mut Vec<f32>, col: &mut Vec<f32>, i: usize, gemm_threads: usize| {
-        let xi = &x[i * g.image()..(i + 1) * g.image()];
-        let col: &[f32] = if g.pointwise() {
-            xi
-        } else {
-            g.im2col(xi, col, None);
-            col
-        };
-        let dyi = Mat::rows(&dy[i * g.out_image()..(i + 1) * g.out_image()], g.o, g.pixels_out());
-        // Accumulated transposed, dWᵀ += col · dyᵀ (faster for gemm than dy · colᵀ).
-        matmul(acc, Mat::rows(col, g.col_rows(), g.pixels_out()), dyi.t(), true, gemm_threads);
+    let (gs, p) = (g.group(), g.pixels_out());
+    let scratch = if gs > 1 { (g.col_rows() + g.o) * gs * p } else { g.col_len() };
+    // Images first..first+count: dWᵀ += [col_1 .. col_G] · [dy_1 .. dy_G]ᵀ (accumulated
+    // transposed: faster for gemm than dy · colᵀ).
+    let some = |acc: &mut Vec<f32>, buf: &mut Vec<f32>, first: usize, count: usize, gemm_threads: usize| {
+        if gs == 1 {
+            let xi = &x[first * g.image()..(first + 1) * g.image()];
+            let col: &[f32] = if g.pointwise() {
+                xi
+            } else {
+                g.im2col(xi, buf, None, p);
+                buf
+            };
+            let dyi = Mat::rows(&dy[first * g.out_image()..(first + 1) * g.out_image()], g.o, p);
+            matmul(acc, Mat::rows(col, g.col_rows(), p), dyi.t(), true, gemm_threads);
+            return;
+        }
+        let ld = count * p;
+        let (col, dybuf) = buf.split_at_mut(g.col_rows() * gs * p);
+        for j in 0..count {
+            let i = first + j;
+            g.im2col(&x[i * g.image()..(i + 1) * g.image()], &mut col[j * p..], None, ld);
+        }
+        gather_dy(dy, g, first, count, dybuf);
+        let (col, dys) =
+            (Mat::rows(&col[..g.col_rows() * ld], g.col_rows(), ld), Mat::rows(&dybuf[..g.o * ld], g.o, ld));
+        matmul(acc, col, dys.t(), true, gemm_threads);
     };
     // A fixed split of the batch into contiguous groups, summed in order: the result
     // does not depend on how rayon schedules the work, so training is reproducible
@@ -324,9 +224,10 @@ pub(super) fn weight_grad(x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
     let partials: Vec<Vec<f32>> = (0..groups)
         .into_par_iter()
         .map(|k| {
-            let (mut acc, mut col) = (vec![0f32; len], uninit_vec(g.col_len()));
-            for i in k * per..((k + 1) * per).min(g.n) {
-                one(&mut acc, &mut col, i, gemm_threads);
+            let (mut acc, mut buf) = (vec![0f32; len], uninit_vec(scratch));
+            let end = ((k + 1) * per).min(g.n);
+            for first in (k * per..end).step_by(gs) {
+                some(&mut acc, &mut buf, first, gs.min(end - first), gemm_threads);
             }
             acc
         })
@@ -432,56 +333,4 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, stride: usize, pad: usize) -> Result<
         return x.conv2d(weight, pad, stride, 1, 1);
     }
     x.contiguous()?.apply_op2(&weight.contiguous()?, Conv2dOp { stride, pad })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// im2col by its definition, one entry at a time.
-    fn im2col_naive(x: &[f32], g: &Geometry) -> Vec<f32> {
-        let mut col = Vec::new();
-        for c in 0..g.c {
-            for i in 0..g.k {
-                for j in 0..g.k {
-                    for u in 0..g.ho {
-                        for v in 0..g.wo {
-                            let (ih, iw) = (
-                                (u * g.stride + i) as isize - g.pad as isize,
-                                (v * g.stride + j) as isize - g.pad as isize,
-                            );
-                            let inside = ih >= 0 && iw >= 0 && (ih as usize) < g.h && (iw as usize) < g.w;
-                            col.push(if inside { x[(c * g.h + ih as usize) * g.w + iw as usize] } else { 0.0 });
-                        }
-                    }
-                }
-            }
-        }
-        col
-    }
-
-    #[test]
-    fn im2col_and_col2im_are_adjoint_and_match_the_definition() {
-        for (c, h, w, k, stride, pad) in [
-            (2, 5, 7, 3, 1, 1),
-            (3, 6, 5, 3, 2, 1),
-            (1, 4, 4, 1, 2, 0),
-            (2, 7, 6, 3, 2, 0),
-            (1, 3, 3, 3, 1, 2),
-            (2, 5, 5, 5, 3, 2),
-        ] {
-            let g = Geometry::new(&[1, c, h, w], &[1, c, k, k], stride, pad).unwrap();
-            let x: Vec<f32> = (0..g.image()).map(|i| (i as f32 * 0.37).sin()).collect();
-            let mut col = vec![f32::NAN; g.col_rows() * g.pixels_out()];
-            g.im2col(&x, &mut col, None);
-            assert_eq!(col, im2col_naive(&x, &g), "{g:?}");
-            // <col(x), d> = <x, col⁻¹(d)> for any d: col2im is im2col's adjoint.
-            let d: Vec<f32> = (0..col.len()).map(|i| (i as f32 * 0.11).cos()).collect();
-            let mut back = vec![f32::NAN; g.image()];
-            g.col2im(&d, &mut back);
-            let lhs: f64 = col.iter().zip(&d).map(|(a, b)| (*a as f64) * (*b as f64)).sum();
-            let rhs: f64 = x.iter().zip(&back).map(|(a, b)| (*a as f64) * (*b as f64)).sum();
-            assert!((lhs - rhs).abs() < 1e-4 * (1.0 + lhs.abs()), "{g:?}: {lhs} vs {rhs}");
-        }
-    }
 }

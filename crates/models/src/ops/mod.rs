@@ -16,16 +16,17 @@
 
 mod batchnorm;
 mod conv;
+mod gemm;
+mod im2col;
+mod residual;
 mod tape;
 mod tape_op;
-mod gemm;
-mod residual;
 
 pub use batchnorm::{batch_norm_eval, batch_norm_eval_affine, batch_norm_train, batch_stats, BatchStats};
 pub use conv::conv2d;
+pub use residual::add_relu;
 pub use tape::{Affine, Tape, ValueId};
 pub use tape_op::{frozen_forward, train_forward};
-pub use residual::add_relu;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 

@@ -24,7 +24,8 @@ use candle_core::{Result, Tensor, TensorId};
 use rayon::prelude::*;
 
 use super::batchnorm::{affine, channel_stats, TrainGrad};
-use super::conv::{forward_pre, input_grad, weight_grad, Geometry};
+use super::conv::{forward_pre, input_grad, weight_grad};
+use super::im2col::Geometry;
 use super::{op_err, with_f32, BatchStats};
 
 /// Elements per rayon task of the element-wise passes.
