@@ -29,10 +29,12 @@ fn max_rel_err(a: &Tensor, b: &Tensor) -> f32 {
 /// a 7x7 stem, a kernel as large as the padded image, and batches whose small outputs
 /// are computed several images per GEMM (128 columns: 13 = 6x2+1 of 8x8, 11 = 8+3 of
 /// 4x4, 9 = 3x3 of 6x6 for a 1x1 convolution, 7 = 3x2+1 of 7x7), next to a 1x1
-/// convolution too wide to group.
+/// convolution too wide to group; 3x3 stride-1 convolutions with 16+ channels (the
+/// Winograd kernels: odd sizes, padding 0/1/2, batch 1, 13 images of 2x2 tiles, and
+/// 256 input channels, where its sums are longest).
 type ConvCase = (usize, usize, usize, usize, usize, usize, usize, usize);
 
-const CONV_CASES: [ConvCase; 14] = [
+const CONV_CASES: [ConvCase; 19] = [
     (2, 3, 8, 8, 4, 3, 1, 1),
     (1, 5, 7, 9, 6, 3, 2, 1),
     (3, 4, 9, 7, 5, 1, 1, 0),
@@ -47,6 +49,11 @@ const CONV_CASES: [ConvCase; 14] = [
     (9, 5, 6, 6, 4, 1, 1, 0),
     (7, 2, 13, 13, 3, 3, 2, 1),
     (2, 3, 17, 16, 4, 1, 1, 0),
+    (3, 16, 7, 9, 20, 3, 1, 1),
+    (2, 17, 5, 6, 16, 3, 1, 0),
+    (1, 16, 9, 8, 18, 3, 1, 2),
+    (13, 16, 4, 4, 16, 3, 1, 1),
+    (2, 256, 8, 8, 128, 3, 1, 1),
 ];
 
 #[test]

@@ -22,12 +22,13 @@ use rayon::prelude::*;
 use super::gemm::{matmul, Mat};
 use super::im2col::Geometry;
 use super::tape::Affine;
+use super::winograd;
 use super::{f32_slice, op_err};
 
 /// Run `body(index, out_chunk, scratch, gemm_threads)` for every chunk of `out` (an
 /// image, or a group of images): chunks in parallel when there are at least as many as
 /// threads, else one by one with a multi-threaded GEMM.
-fn per_image(
+pub(super) fn per_image(
     out: &mut [f32],
     chunk: usize,
     scratch: usize,
@@ -52,7 +53,7 @@ fn per_image(
 
 /// A buffer that is fully written before it is read (skips zeroing the output of
 /// every op; fresh pages still fault in once).
-fn uninit_vec(n: usize) -> Vec<f32> {
+pub(super) fn uninit_vec(n: usize) -> Vec<f32> {
     let mut v = Vec::with_capacity(n);
     // SAFETY: f32 has no invalid bit patterns; every caller overwrites all n entries
     // before reading any (im2col writes every entry, matmul without accumulate too).
@@ -71,6 +72,9 @@ fn forward(x: &[f32], wt: &[f32], g: &Geometry) -> Vec<f32> {
 /// (an evaluation-mode BatchNorm-ReLU), applied while the column matrix is gathered,
 /// so the transformed image is never stored.
 pub(super) fn forward_pre(x: &[f32], wt: &[f32], g: &Geometry, pre: Option<&Affine>) -> Vec<f32> {
+    if winograd::applies(g) {
+        return winograd::forward(x, wt, g, pre);
+    }
     let mut out = uninit_vec(g.n * g.out_image());
     let w = Mat::rows(wt, g.o, g.col_rows());
     let (gs, p) = (g.group(), g.pixels_out());

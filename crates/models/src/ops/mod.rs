@@ -21,6 +21,7 @@ mod im2col;
 mod residual;
 mod tape;
 mod tape_op;
+mod winograd;
 
 pub use batchnorm::{batch_norm_eval, batch_norm_eval_affine, batch_norm_train, batch_stats, BatchStats};
 pub use conv::conv2d;
