@@ -78,15 +78,21 @@ fn tiles(g: &Geometry) -> (usize, usize) {
 
 /// V[e][c][t0 + t] = (Bᵀ d B)[e / 4][e % 4] for the tiles t of one image `xi` (C, H, W),
 /// after `pre`; `v` holds 16 planes of (C, ld).
+///
+/// Each zero-padded input row is kept as its even and odd columns, so that the 4x4
+/// patches of consecutive tiles (2 columns apart) are contiguous runs:
+/// patch columns (2tx, 2tx+1, 2tx+2, 2tx+3) = (even[tx], odd[tx], even[tx+1], odd[tx+1]).
 fn input_transform(xi: &[f32], g: &Geometry, pre: Option<&Affine>, v: &mut [f32], ld: usize, t0: usize) {
     let (th, tw) = tiles(g);
     let (h, w, p) = (g.h, g.w, g.pad);
-    let pw = 2 * tw + 2;
-    let mut rows = [vec![0f32; pw], vec![0f32; pw], vec![0f32; pw], vec![0f32; pw]];
-    let mut comb = [vec![0f32; pw], vec![0f32; pw], vec![0f32; pw], vec![0f32; pw]];
+    let half = tw + 1;
+    // rows[r] = [even columns | odd columns] of padded input row r of the tile row.
+    let mut rows: [Vec<f32>; 4] = std::array::from_fn(|_| vec![0f32; 2 * half]);
+    let mut comb: [Vec<f32>; 4] = std::array::from_fn(|_| vec![0f32; 2 * half]);
     let plane = g.c * ld;
     for c in 0..g.c {
         let img = &xi[c * h * w..(c + 1) * h * w];
+        let (a, b) = pre.map_or((1.0, 0.0), |f| (f.a[c], f.b[c]));
         for ty in 0..th {
             for (r, row) in rows.iter_mut().enumerate() {
                 row.fill(0.0);
@@ -95,38 +101,46 @@ fn input_transform(xi: &[f32], g: &Geometry, pre: Option<&Affine>, v: &mut [f32]
                     continue;
                 }
                 let src = &img[ih as usize * w..(ih as usize + 1) * w];
-                let dst = &mut row[p..p + w];
-                match pre {
-                    None => dst.copy_from_slice(src),
-                    Some(f) => {
-                        let (a, b) = (f.a[c], f.b[c]);
-                        dst.iter_mut().zip(src).for_each(|(o, &v)| *o = f.apply(a, b, v));
+                let (even, odd) = row.split_at_mut(half);
+                // Padded column q = iw + p goes to even[q / 2] or odd[q / 2].
+                for (iw, &x) in src.iter().enumerate() {
+                    let q = iw + p;
+                    let val = match pre {
+                        None => x,
+                        Some(f) => f.apply(a, b, x),
+                    };
+                    if q % 2 == 0 {
+                        even[q / 2] = val;
+                    } else {
+                        odd[q / 2] = val;
                     }
                 }
             }
             // Bᵀ d: combine the four rows.
-            for k in 0..pw {
-                let (d0, d1, d2, d3) = (rows[0][k], rows[1][k], rows[2][k], rows[3][k]);
-                comb[0][k] = d0 - d2;
-                comb[1][k] = d1 + d2;
-                comb[2][k] = d2 - d1;
-                comb[3][k] = d1 - d3;
+            let [c0, c1, c2, c3] = &mut comb;
+            let [d0, d1, d2, d3] = &rows;
+            for k in 0..2 * half {
+                c0[k] = d0[k] - d2[k];
+                c1[k] = d1[k] + d2[k];
+                c2[k] = d2[k] - d1[k];
+                c3[k] = d1[k] - d3[k];
             }
-            // (Bᵀ d) B: combine columns 2tx..2tx+4 of each combined row.
+            // (Bᵀ d) B: combine the patch columns of each combined row.
             let at = c * ld + t0 + ty * tw;
             for (xi_, r) in comb.iter().enumerate() {
                 let e = xi_ * 4;
+                let (even, odd) = r.split_at(half);
                 let (v0, rest) = v.split_at_mut((e + 1) * plane);
                 let (v1, rest) = rest.split_at_mut(plane);
                 let (v2, v3) = rest.split_at_mut(plane);
                 let (o0, o1) = (&mut v0[e * plane + at..e * plane + at + tw], &mut v1[at..at + tw]);
                 let (o2, o3) = (&mut v2[at..at + tw], &mut v3[at..at + tw]);
+                let (e0, e1, q0, q1) = (&even[..tw], &even[1..=tw], &odd[..tw], &odd[1..=tw]);
                 for tx in 0..tw {
-                    let (a0, a1, a2, a3) = (r[2 * tx], r[2 * tx + 1], r[2 * tx + 2], r[2 * tx + 3]);
-                    o0[tx] = a0 - a2;
-                    o1[tx] = a1 + a2;
-                    o2[tx] = a2 - a1;
-                    o3[tx] = a1 - a3;
+                    o0[tx] = e0[tx] - e1[tx];
+                    o1[tx] = q0[tx] + e1[tx];
+                    o2[tx] = e1[tx] - q0[tx];
+                    o3[tx] = q0[tx] - q1[tx];
                 }
             }
         }
@@ -139,8 +153,9 @@ fn output_transform(m: &[f32], g: &Geometry, ld: usize, t0: usize, y: &mut [f32]
     let (th, tw) = tiles(g);
     let (ho, wo) = (g.ho, g.wo);
     let plane = g.o * ld;
-    let mut a = [vec![0f32; tw], vec![0f32; tw], vec![0f32; tw], vec![0f32; tw]];
-    let mut b = [vec![0f32; tw], vec![0f32; tw], vec![0f32; tw], vec![0f32; tw]];
+    let mut a: [Vec<f32>; 4] = std::array::from_fn(|_| vec![0f32; tw]);
+    let mut b: [Vec<f32>; 4] = std::array::from_fn(|_| vec![0f32; tw]);
+    let mut pair = vec![0f32; 2 * tw];
     for o in 0..g.o {
         let out = &mut y[o * ho * wo..(o + 1) * ho * wo];
         for ty in 0..th {
@@ -149,25 +164,24 @@ fn output_transform(m: &[f32], g: &Geometry, ld: usize, t0: usize, y: &mut [f32]
             // Aᵀ m: a = rows 0+1+2, b = rows 1-2-3, for each column ν.
             for nu in 0..4 {
                 let (m0, m1, m2, m3) = (row(nu), row(4 + nu), row(8 + nu), row(12 + nu));
+                let (an, bn) = (&mut a[nu], &mut b[nu]);
                 for tx in 0..tw {
-                    a[nu][tx] = m0[tx] + m1[tx] + m2[tx];
-                    b[nu][tx] = m1[tx] - m2[tx] - m3[tx];
+                    an[tx] = m0[tx] + m1[tx] + m2[tx];
+                    bn[tx] = m1[tx] - m2[tx] - m3[tx];
                 }
             }
+            // (Aᵀ m) A: columns 2tx and 2tx+1 of output row 2ty + i.
             for (i, r) in [&a, &b].into_iter().enumerate() {
                 let u = 2 * ty + i;
                 if u >= ho {
                     continue;
                 }
-                let dst = &mut out[u * wo..(u + 1) * wo];
-                let cols = r[0].iter().zip(&r[1]).zip(r[2].iter().zip(&r[3]));
-                for (tx, ((&c0, &c1), (&c2, &c3))) in cols.enumerate() {
-                    let v = 2 * tx;
-                    dst[v] = c0 + c1 + c2;
-                    if v + 1 < wo {
-                        dst[v + 1] = c1 - c2 - c3;
-                    }
+                let [r0, r1, r2, r3] = r;
+                for (tx, p) in pair.chunks_exact_mut(2).enumerate() {
+                    p[0] = r0[tx] + r1[tx] + r2[tx];
+                    p[1] = r1[tx] - r2[tx] - r3[tx];
                 }
+                out[u * wo..(u + 1) * wo].copy_from_slice(&pair[..wo]);
             }
         }
     }
