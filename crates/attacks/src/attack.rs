@@ -7,7 +7,7 @@ use crate::model::Model;
 /// Adversarial images for a batch and whether each one fools the model.
 #[derive(Clone, Debug)]
 pub struct AttackResult {
-    /// Adversarial images (B, C, H, W), inside the eps-ball around x and the [0,1] box.
+    /// Adversarial images (B, C, H, W), inside the eps-ball around x and the \[0, 1\] box.
     pub adv: Tensor,
     /// `success[i]`: the model misclassifies `adv[i]` (prediction != label). A point
     /// the model already misclassifies counts as a success (adv = x if nothing better).
@@ -18,7 +18,7 @@ pub struct AttackResult {
 pub trait Attack {
     /// Name for reports, e.g. `pgd-20`.
     fn name(&self) -> String;
-    /// Attack images `x` (B, C, H, W) in [0,1] with labels `y` (B,) u32.
+    /// Attack images `x` (B, C, H, W) in \[0, 1\] with labels `y` (B,) u32.
     fn run(&self, model: &dyn Model, x: &Tensor, y: &Tensor, seed: u64) -> Result<AttackResult>;
 }
 

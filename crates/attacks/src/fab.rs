@@ -3,7 +3,7 @@
 //!
 //! Each iteration linearises g(x) = z_y(x) - z_t(x) at the current point x_i and
 //! projects both x_i and the original x_0 onto the hyperplane {g(x_i) + w.(x - x_i) = 0}
-//! (w = grad g) within the [0,1] box, in L-inf; the next point is a convex
+//! (w = grad g) within the \[0, 1\] box, in L-inf; the next point is a convex
 //! combination biased towards x_0 (alpha <= alpha_max), extrapolated by eta. Once a
 //! point is adversarial it is pulled back towards x_0 by beta. The attack returns the
 //! closest adversarial point found; it succeeds where that is within eps.

@@ -1,7 +1,7 @@
 //! # robal-attacks
 //!
 //! White-box adversarial attacks for any differentiable candle classifier
-//! (anything implementing [`Model`]: image batch in [0,1] -> logits, in eval mode).
+//! (anything implementing [`Model`]: image batch in \[0, 1\] -> logits, in eval mode).
 //!
 //! | attack | type | threat models |
 //! |---|---|---|
@@ -14,7 +14,7 @@
 //! | Square | [`Square`] | L-inf |
 //! | AutoAttack (standard; or APGD-CE + APGD-T) | [`AutoAttack`] | L-inf |
 //!
-//! Every attack keeps its output inside the eps-ball and the [0,1] box, never
+//! Every attack keeps its output inside the eps-ball and the \[0, 1\] box, never
 //! changes the model, and is deterministic for a given seed. `success[i]` means
 //! the model misclassifies the returned image.
 //!

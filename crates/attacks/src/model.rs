@@ -4,7 +4,7 @@ use candle_core::{DType, Result, Tensor, Var, D};
 
 use crate::loss::Loss;
 
-/// Something that maps an image batch (B, C, H, W) in [0,1] to logits (B, K),
+/// Something that maps an image batch (B, C, H, W) in \[0, 1\] to logits (B, K),
 /// differentiably with respect to the input. Implementations must run the model
 /// in evaluation mode: attacks never change parameters or BatchNorm statistics.
 pub trait Model {

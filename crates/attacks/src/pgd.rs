@@ -11,7 +11,7 @@ fn labels(y: &Tensor) -> Result<Vec<u32>> {
     y.to_vec1::<u32>()
 }
 
-/// FGSM: x_adv = clip_[0,1](x + eps * sign(grad_x CE(f(x), y))).
+/// FGSM: x_adv = clip_\[0, 1\](x + eps * sign(grad_x CE(f(x), y))).
 #[derive(Clone, Debug)]
 pub struct Fgsm {
     /// L-inf radius.
@@ -35,7 +35,7 @@ impl Attack for Fgsm {
 
 /// Projected gradient ascent on a loss (Madry et al. 2018):
 /// x_{k+1} = P(x_k + alpha * d(grad)), d = sign (L-inf) or grad/||grad||_2 (L2),
-/// P the projection on the eps-ball and the [0,1] box. With `Loss::CwMargin { kappa: 50 }`
+/// P the projection on the eps-ball and the \[0, 1\] box. With `Loss::CwMargin { kappa: 50 }`
 /// this is the CW-inf attack of SPEC section 6.
 #[derive(Clone, Debug)]
 pub struct Pgd {

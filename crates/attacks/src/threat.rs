@@ -1,4 +1,4 @@
-//! Threat models: the eps-ball, the [0,1] box, steepest-ascent steps and random starts.
+//! Threat models: the eps-ball, the \[0, 1\] box, steepest-ascent steps and random starts.
 
 use candle_core::{Result, Tensor};
 use rand::{Rng, SeedableRng};
@@ -33,7 +33,7 @@ pub fn l2_norms(t: &Tensor) -> Result<Tensor> {
     t.flatten_from(1)?.sqr()?.sum_keepdim(1)?.sqrt()?.reshape(shape)
 }
 
-/// Project `x_adv` onto the eps-ball around `x`, then onto the [0,1] box.
+/// Project `x_adv` onto the eps-ball around `x`, then onto the \[0, 1\] box.
 pub fn project(x_adv: &Tensor, x: &Tensor, eps: f64, norm: Norm) -> Result<Tensor> {
     let delta = (x_adv - x)?;
     let delta = match norm {

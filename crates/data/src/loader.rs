@@ -1,5 +1,5 @@
 //! The batch pipeline: examples drawn by a sampler, augmented and converted to
-//! f32 NCHW tensors in [0,1] on rayon worker threads, one batch ahead of the model.
+//! f32 NCHW tensors in \[0, 1\] on rayon worker threads, one batch ahead of the model.
 
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
@@ -54,11 +54,11 @@ impl LoaderConfig {
     }
 }
 
-/// One batch: `images` f32 (B, C, H, W) in [0,1], `labels` u32 (B,), and the data
+/// One batch: `images` f32 (B, C, H, W) in \[0, 1\], `labels` u32 (B,), and the data
 /// set indices the examples came from.
 #[derive(Clone, Debug)]
 pub struct Batch {
-    /// Images, f32 NCHW in [0,1].
+    /// Images, f32 NCHW in \[0, 1\].
     pub images: Tensor,
     /// Labels, u32.
     pub labels: Tensor,

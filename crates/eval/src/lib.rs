@@ -7,7 +7,7 @@
 //!   running it over a test set;
 //! - [`metrics`]: confusion matrix, per-class recall / precision / F1, balanced accuracy,
 //!   shot groups and groups of ten classes;
-//! - [`audit`]: gradient-masking checks (CE vs margin attacks, logit-scale sweep, zero
+//! - [`mod@audit`]: gradient-masking checks (CE vs margin attacks, logit-scale sweep, zero
 //!   gradients, steps and eps sweeps);
 //! - [`report`]: `report.json` / `report.md` and the paper-style table;
 //! - [`plot`]: per-class accuracy vs training count, training curves (SVG + PNG);

@@ -13,7 +13,7 @@ pub struct Confusion {
 }
 
 /// Per-class metrics. For class c with confusion matrix m:
-/// recall_c = m[c][c] / sum_p m[c][p], precision_c = m[c][c] / sum_t m[t][c],
+/// `recall_c = m[c][c] / sum_p m[c][p]`, `precision_c = m[c][c] / sum_t m[t][c]`,
 /// F1_c = 2 P R / (P + R). A ratio with a zero denominator is 0 (sklearn's
 /// `zero_division=0`), except recall of a class absent from the test set, which is NaN
 /// and skipped by every mean.

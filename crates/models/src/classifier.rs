@@ -122,7 +122,7 @@ impl Classifier {
         self.posthoc.as_ref().map(|(t, _)| *t)
     }
 
-    /// Pooled features (N, d) of images (N, C, H, W) in [0,1].
+    /// Pooled features (N, d) of images (N, C, H, W) in \[0, 1\].
     pub fn features(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         let x = match &self.norm {
             Some((m, s)) => x.broadcast_sub(m)?.broadcast_div(s)?,
@@ -146,7 +146,7 @@ impl Classifier {
         })
     }
 
-    /// Logits (N, classes) of images (N, C, H, W) in [0,1].
+    /// Logits (N, classes) of images (N, C, H, W) in \[0, 1\].
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         self.logits_from_features(&self.features(x, mode)?)
     }

@@ -4,7 +4,7 @@
 //!
 //! - backbones ([`Backbone`]): [`WideResNet`] (any 6n+4 depth, pre-activation,
 //!   optional dropout), CIFAR ResNet-18 and PreAct-ResNet-18, ImageNet ResNet-18/50
-//!   ([`ResNet`]), and a [`SmallCnn`] for 28x28 digits; all take NCHW f32 in [0,1];
+//!   ([`ResNet`]), and a [`SmallCnn`] for 28x28 digits; all take NCHW f32 in \[0, 1\];
 //! - heads ([`Head`]): FC, RoBal's scale-invariant cosine head
 //!   z_c = s <f/||f||, w_c/(||w_c|| + gamma)>, tau-normalised weights and
 //!   learnable weight scaling, swappable on a trained backbone;
