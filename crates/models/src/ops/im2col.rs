@@ -87,111 +87,80 @@ impl Geometry {
         (lo, hi.max(lo))
     }
 
-    /// Visit the column matrix (rows `ld` entries apart) row segment by row segment,
-    /// in order: each entry either reads one pixel of channel `c` (`Seg::Read`: `len`
-    /// entries from `col` on read `x[x + t s]`) or is off the image (`Seg::Zero`).
-    fn walk(&self, ld: usize, mut f: impl FnMut(Seg)) {
-        let (k, s, p, hw) = (self.k, self.stride, self.pad, self.h * self.w);
-        for c in 0..self.c {
-            for i in 0..k {
-                for j in 0..k {
-                    let row = ((c * k + i) * k + j) * ld;
-                    let (lo, hi) = self.valid_cols(j);
-                    for u in 0..self.ho {
-                        let dst = row + u * self.wo;
-                        let ih = (u * s + i) as isize - p as isize;
-                        if ih < 0 || ih >= self.h as isize || lo == hi {
-                            f(Seg::Zero { col: dst, len: self.wo });
-                            continue;
-                        }
-                        f(Seg::Zero { col: dst, len: lo });
-                        let x = c * hw + ih as usize * self.w + lo * s + j - p;
-                        f(Seg::Read { c, col: dst + lo, x, len: hi - lo });
-                        f(Seg::Zero { col: dst + hi, len: self.wo - hi });
-                    }
-                }
-            }
-        }
-    }
-
     /// col(pre(x_n)) into the first `pixels_out` columns of `col`, a matrix whose rows
     /// are `ld` entries apart; every entry of those columns is written. `pre`, when
     /// given, maps each pixel through its channel's affine + ReLU before it is copied;
     /// the zero padding stays zero (it pads the transformed image).
+    ///
+    /// Row (c, i, j) of the matrix is channel c shifted by (i - p, j - p) and sampled
+    /// every `stride` pixels: output row u reads input row u s + i - p, output columns
+    /// lo..hi read input columns v s + j - p (zeros outside).
     pub(super) fn im2col(&self, x: &[f32], col: &mut [f32], pre: Option<&Affine>, ld: usize) {
-        if self.stride == 1 {
-            return self.im2col_stride1(x, col, pre, ld);
-        }
-        let s = self.stride;
-        self.walk(ld, |seg| match seg {
-            Seg::Zero { col: c, len } => col[c..c + len].fill(0.0),
-            Seg::Read { c: ch, col: c, x: at, len } => {
-                let src = x[at..].iter().step_by(s);
-                match pre {
-                    None => col[c..c + len].iter_mut().zip(src).for_each(|(o, &v)| *o = v),
-                    Some(f) => {
-                        let (a, b) = (f.a[ch], f.b[ch]);
-                        col[c..c + len].iter_mut().zip(src).for_each(|(o, &v)| *o = f.apply(a, b, v))
-                    }
-                }
-            }
-        });
-    }
-
-    /// im2col for stride 1: each column-matrix row is the image shifted by (i - p, j - p),
-    /// copied row by row with zeros at the borders.
-    fn im2col_stride1(&self, x: &[f32], col: &mut [f32], pre: Option<&Affine>, ld: usize) {
-        let (k, p, w, h) = (self.k, self.pad, self.w, self.h);
-        let (ho, wo) = (self.ho, self.wo);
+        let (k, s, p, w, h) = (self.k, self.stride, self.pad, self.w, self.h);
+        let wo = self.wo;
         for r in 0..self.col_rows() {
-            let dst = &mut col[r * ld..r * ld + ho * wo];
+            let dst = &mut col[r * ld..r * ld + self.pixels_out()];
             let (c, i, j) = (r / (k * k), r / k % k, r % k);
             let img = &x[c * h * w..(c + 1) * h * w];
             let (lo, hi) = self.valid_cols(j);
+            let (a, b) = pre.map_or((1.0, 0.0), |f| (f.a[c], f.b[c]));
             for (u, out) in dst.chunks_exact_mut(wo).enumerate() {
-                let ih = (u + i) as isize - p as isize;
+                let ih = (u * s + i) as isize - p as isize;
                 if ih < 0 || ih >= h as isize || lo == hi {
                     out.fill(0.0);
                     continue;
                 }
-                let src = &img[ih as usize * w + lo + j - p..ih as usize * w + hi + j - p];
+                let row = &img[ih as usize * w..(ih as usize + 1) * w];
                 out[..lo].fill(0.0);
-                match pre {
-                    None => out[lo..hi].copy_from_slice(src),
-                    Some(f) => {
-                        let (a, b) = (f.a[c], f.b[c]);
-                        out[lo..hi].iter_mut().zip(src).for_each(|(o, &v)| *o = f.apply(a, b, v));
+                out[hi..].fill(0.0);
+                let first = lo * s + j - p;
+                let out = &mut out[lo..hi];
+                match (s, pre) {
+                    (1, None) => out.copy_from_slice(&row[first..first + out.len()]),
+                    (1, Some(f)) => {
+                        let src = &row[first..first + out.len()];
+                        out.iter_mut().zip(src).for_each(|(o, &v)| *o = f.apply(a, b, v));
+                    }
+                    (_, None) => out.iter_mut().enumerate().for_each(|(t, o)| *o = row[first + t * s]),
+                    (_, Some(f)) => {
+                        out.iter_mut().enumerate().for_each(|(t, o)| *o = f.apply(a, b, row[first + t * s]))
                     }
                 }
-                out[hi..].fill(0.0);
             }
         }
     }
 
     /// dx_n = col⁻¹(dcol): scatter-add of the first `pixels_out` columns of the column
-    /// matrix (rows `ld` entries apart) onto a zeroed image.
+    /// matrix (rows `ld` entries apart) onto a zeroed image, entry by entry the adjoint
+    /// of [`Self::im2col`].
     pub(super) fn col2im(&self, dcol: &[f32], dx: &mut [f32], ld: usize) {
-        let s = self.stride;
+        let (k, s, p, w, h) = (self.k, self.stride, self.pad, self.w, self.h);
+        let wo = self.wo;
         dx.fill(0.0);
-        self.walk(ld, |seg| {
-            if let Seg::Read { col: c, x: at, len, .. } = seg {
-                let d = &dcol[c..c + len];
+        for r in 0..self.col_rows() {
+            let src = &dcol[r * ld..r * ld + self.pixels_out()];
+            let (c, i, j) = (r / (k * k), r / k % k, r % k);
+            let img = &mut dx[c * h * w..(c + 1) * h * w];
+            let (lo, hi) = self.valid_cols(j);
+            if lo == hi {
+                continue;
+            }
+            for (u, d) in src.chunks_exact(wo).enumerate() {
+                let ih = (u * s + i) as isize - p as isize;
+                if ih < 0 || ih >= h as isize {
+                    continue;
+                }
+                let row = &mut img[ih as usize * w..(ih as usize + 1) * w];
+                let first = lo * s + j - p;
+                let d = &d[lo..hi];
                 if s == 1 {
-                    dx[at..at + len].iter_mut().zip(d).for_each(|(o, &v)| *o += v);
+                    row[first..first + d.len()].iter_mut().zip(d).for_each(|(o, &v)| *o += v);
                 } else {
-                    dx[at..].iter_mut().step_by(s).zip(d).for_each(|(o, &v)| *o += v);
+                    d.iter().enumerate().for_each(|(t, &v)| row[first + t * s] += v);
                 }
             }
-        });
+        }
     }
-}
-
-/// A run of entries of one row of the column matrix.
-enum Seg {
-    /// `len` entries from `col` read the pixels `x + t * stride` of channel `c`.
-    Read { c: usize, col: usize, x: usize, len: usize },
-    /// `len` entries from `col` lie in the zero padding.
-    Zero { col: usize, len: usize },
 }
 
 #[cfg(test)]
