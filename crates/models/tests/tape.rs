@@ -137,3 +137,53 @@ fn tapes_run_only_where_they_apply() {
     assert!(!r.runs_on_tape(v.as_tensor(), Mode::Eval));
     assert!(!r.runs_on_tape(v.as_tensor(), Mode::Train));
 }
+
+#[test]
+fn a_hand_built_tape_matches_candle_ops_and_names_bad_steps() {
+    use robal_models::ops::{frozen_forward, train_forward, Affine};
+    let x = Var::from_tensor(&uniform(&[2, 16, 6, 6], -1.0, 1.0, 21)).unwrap();
+    let w = uniform(&[16, 16, 3, 3], -0.2, 0.2, 22);
+    let pre = Affine { a: (0..16).map(|c| 0.5 + c as f32 * 0.1).collect(), b: vec![0.1; 16], relu: true };
+    let post = Affine { a: vec![-1.5; 16], b: (0..16).map(|c| c as f32 * 0.05).collect(), relu: false };
+    // y = mean_hw relu(post(conv(relu(pre(x)), W)) + x), on a tape and with candle's ops.
+    let (wc, pc, qc) = (w.clone(), pre.clone(), post.clone());
+    let tape = frozen_forward(x.as_tensor(), move |t, v| {
+        let y = t.conv(v, &wc, 1, 1, Some(pc.clone()))?;
+        let z = t.affine(y, qc.clone())?;
+        let s = t.add(z, v, true)?;
+        Ok(t.pool(s))
+    })
+    .unwrap();
+    let per_channel = |v: &[f32]| Tensor::from_slice(v, (1, 16, 1, 1), &Device::Cpu).unwrap();
+    let affine = |x: &Tensor, f: &Affine| {
+        x.broadcast_mul(&per_channel(&f.a)).unwrap().broadcast_add(&per_channel(&f.b)).unwrap()
+    };
+    let a = affine(x.as_tensor(), &pre).relu().unwrap();
+    let y = affine(&a.conv2d(&w, 1, 1, 1, 1).unwrap(), &post);
+    let reference = (y + x.as_tensor()).unwrap().relu().unwrap().mean((2, 3)).unwrap();
+    assert!(max_rel_err(&tape, &reference) < 1e-5);
+    let r = uniform(&[2, 16], -1.0, 1.0, 23);
+    let grad =
+        |f: &Tensor| f.mul(&r).unwrap().sum_all().unwrap().backward().unwrap().get(x.as_tensor()).unwrap().clone();
+    assert!(max_rel_err(&grad(&tape), &grad(&reference)) < 1e-4);
+
+    // A training tape computes gradients for its parameters only: any other weight it
+    // meets is an error, as are mismatched shapes.
+    let (p, stray) = (Var::from_tensor(&w).unwrap(), uniform(&[16, 16, 3, 3], -0.2, 0.2, 24));
+    let err = train_forward(x.as_tensor(), &[p.as_tensor().clone()], move |t, v| t.conv(v, &stray, 1, 1, None))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not a registered parameter"), "{err}");
+    let err = frozen_forward(x.as_tensor(), |t, v| {
+        let small = t.pool(v);
+        t.add(v, small, false)
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("shapes") && err.contains("differ"), "{err}");
+    let err =
+        frozen_forward(x.as_tensor(), |t, v| t.affine(v, Affine { a: vec![1.0; 3], b: vec![0.0; 3], relu: false }))
+            .unwrap_err()
+            .to_string();
+    assert!(err.contains("16 channels") && err.contains("3"), "{err}");
+}
