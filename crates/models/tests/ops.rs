@@ -77,7 +77,9 @@ fn conv_forward_and_gradients_match_candle() {
 
 #[test]
 fn conv_gradients_match_finite_differences() {
-    for (k, &(n, c, h, w, o, ks, stride, pad)) in CONV_CASES.iter().enumerate().take(5) {
+    // The first five cases (im2col) and two Winograd cases (padding 1 and 2).
+    for k in [0, 1, 2, 3, 4, 14, 16] {
+        let (n, c, h, w, o, ks, stride, pad) = CONV_CASES[k];
         let x = randn(&[n, c, h, w], k as u64);
         let wt = (randn(&[o, c, ks, ks], 50 + k as u64) * 0.3).unwrap();
         let r = randn(&[n, o, (h + 2 * pad - ks) / stride + 1, (w + 2 * pad - ks) / stride + 1], 60 + k as u64);

@@ -1,5 +1,6 @@
 //! 2-D convolution on the CPU as a candle custom op with its own backward:
-//! im2col per image + one GEMM, parallel over the batch.
+//! im2col per image + one GEMM, parallel over the batch; 3x3 stride-1 convolutions
+//! with 16+ channels go to [`super::winograd`] instead (all three kernels).
 //!
 //! For x (N, C, H, W), weight W (O, C, k, k), stride s, zero padding p, output
 //! (N, O, Ho, Wo) with Ho = (H + 2p - k) / s + 1 (likewise Wo):
@@ -7,7 +8,8 @@
 //! - forward: `y_n = W · col(x_n)`, where `col(x_n)` is the (C k k, Ho Wo) matrix of
 //!   receptive fields (see [`super::im2col`]);
 //! - input gradient: `dx_n = col⁻¹(Wᵀ · dy_n)`, where `col⁻¹` scatter-adds every column
-//!   entry back to the pixel it was read from (no transposed convolution);
+//!   entry back to the pixel it was read from (no transposed convolution); for stride
+//!   1, a forward convolution of dy with the flipped kernel;
 //! - weight gradient: `dW = Σ_n dy_n · col(x_n)ᵀ`.
 //!
 //! Images whose outputs are small (8x8 and below) are computed several per GEMM, their
@@ -189,6 +191,9 @@ fn input_grad_as_conv(dy: &[f32], wt: &[f32], g: &Geometry) -> Vec<f32> {
 }
 
 pub(super) fn weight_grad(x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
+    if winograd::applies(g) {
+        return winograd::weight_grad(x, dy, g);
+    }
     let len = g.o * g.col_rows();
     let threads = rayon::current_num_threads();
     let (gs, p) = (g.group(), g.pixels_out());

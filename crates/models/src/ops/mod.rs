@@ -4,8 +4,7 @@
 //!
 //! - [`conv2d`]: convolution forward, input gradient and weight gradient by im2col +
 //!   GEMM, parallel over the batch, and by Winograd's F(2x2, 3x3) for 3x3 stride-1
-//!   convolutions with 16+ channels (forward and input gradient); no transposed
-//!   convolution;
+//!   convolutions with 16+ channels (all three); no transposed convolution;
 //! - [`batch_stats`], [`batch_norm_train`], [`batch_norm_eval`]: BatchNorm (+ optional ReLU) in one pass
 //!   forward and backward, without per-op temporaries;
 //! - [`add_relu`]: relu(a + b) at the end of a ResNet unit, one pass each way;

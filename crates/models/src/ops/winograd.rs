@@ -16,6 +16,11 @@
 //! channels is 16 GEMMs, one per position e of the 4x4 transformed tile,
 //! M_e (O, T) = U_e (O, C) · V_e (C, T) over T tiles. These GEMMs do 2.25x fewer
 //! multiply-adds than im2col's; the transforms are additions (and halvings in G).
+//!
+//! The weight gradient is the same identity read backwards: for L = Σ_t <dY_t, Y_t>,
+//! ∂L/∂U_oc = Σ_t (A dY_ot Aᵀ) ⊙ V_ct (16 GEMMs over the tiles, S_e (C, O) = V_e ·
+//! DY_eᵀ) and ∂L/∂g_oc = Gᵀ (∂L/∂U_oc) G; output positions past the image's edge
+//! have dY = 0.
 
 use rayon::prelude::*;
 
@@ -33,39 +38,55 @@ pub(super) fn applies(g: &Geometry) -> bool {
     g.k == 3 && g.stride == 1 && g.pad <= 2 && g.c >= 16 && g.o >= 16
 }
 
-/// U[e][o][c] = (G g_oc Gᵀ)[e / 4][e % 4] for weight (O, C, 3, 3).
+/// (Kernel, channel) pairs transformed together (a block of rows of every plane).
+const PAIRS: usize = 64;
+
+/// U[e][o][c] = (G g_oc Gᵀ)[e / 4][e % 4] for weight (O, C, 3, 3), with
+/// G r = (r0, (r0 + r1 + r2) / 2, (r0 - r1 + r2) / 2, r2) on rows, then on columns.
+/// Computed for blocks of [`PAIRS`] consecutive (o, c) pairs at a time, each of the 9
+/// taps and 16 outputs a contiguous run of the block (vectorised), then placed.
 fn kernel_transform(wt: &[f32], o: usize, c: usize) -> Vec<f32> {
-    let plane = o * c;
-    let mut u = vec![0f32; 16 * plane];
-    // One row of U per output channel, computed in parallel, then placed.
-    let rows: Vec<[Vec<f32>; 16]> = (0..o)
+    let n = o * c;
+    let g4 = |r: [f32; 3]| [r[0], 0.5 * (r[0] + r[1] + r[2]), 0.5 * (r[0] - r[1] + r[2]), r[2]];
+    let blocks: Vec<Vec<f32>> = (0..n.div_ceil(PAIRS))
         .into_par_iter()
-        .map(|oi| {
-            let mut out: [Vec<f32>; 16] = std::array::from_fn(|_| vec![0f32; c]);
-            for ci in 0..c {
-                let k = &wt[(oi * c + ci) * 9..(oi * c + ci + 1) * 9];
-                // t = G g (4x3), rows combined.
-                let mut t = [[0f32; 3]; 4];
-                for j in 0..3 {
-                    let (g0, g1, g2) = (k[j], k[3 + j], k[6 + j]);
-                    t[0][j] = g0;
-                    t[1][j] = 0.5 * (g0 + g1 + g2);
-                    t[2][j] = 0.5 * (g0 - g1 + g2);
-                    t[3][j] = g2;
+        .map(|bi| {
+            let (start, len) = (bi * PAIRS, PAIRS.min(n - bi * PAIRS));
+            // taps[k][j] = weight tap k of pair start + j.
+            let mut taps = [[0f32; PAIRS]; 9];
+            for (j, w) in wt[start * 9..(start + len) * 9].chunks_exact(9).enumerate() {
+                for (k, &v) in w.iter().enumerate() {
+                    taps[k][j] = v;
                 }
-                for (xi, r) in t.iter().enumerate() {
-                    let cols = [r[0], 0.5 * (r[0] + r[1] + r[2]), 0.5 * (r[0] - r[1] + r[2]), r[2]];
-                    for (nu, v) in cols.into_iter().enumerate() {
-                        out[xi * 4 + nu][ci] = v;
+            }
+            // t[xi][col] = (G g)[xi][col]: rows combined, one column (tap j) at a time.
+            let mut t = [[[0f32; PAIRS]; 3]; 4];
+            for col in 0..3 {
+                for j in 0..PAIRS {
+                    let r = g4([taps[col][j], taps[3 + col][j], taps[6 + col][j]]);
+                    for (xi, v) in r.into_iter().enumerate() {
+                        t[xi][col][j] = v;
+                    }
+                }
+            }
+            // (G g) Gᵀ: columns combined, row xi giving outputs e = 4 xi + ν.
+            let mut out = vec![0f32; 16 * PAIRS];
+            for (xi, row) in t.iter().enumerate() {
+                for j in 0..PAIRS {
+                    let r = g4([row[0][j], row[1][j], row[2][j]]);
+                    for (nu, v) in r.into_iter().enumerate() {
+                        out[(xi * 4 + nu) * PAIRS + j] = v;
                     }
                 }
             }
             out
         })
         .collect();
-    for (oi, r) in rows.iter().enumerate() {
-        for (e, v) in r.iter().enumerate() {
-            u[e * plane + oi * c..e * plane + (oi + 1) * c].copy_from_slice(v);
+    let mut u = vec![0f32; 16 * n];
+    for (bi, block) in blocks.iter().enumerate() {
+        let (start, len) = (bi * PAIRS, PAIRS.min(n - bi * PAIRS));
+        for e in 0..16 {
+            u[e * n + start..e * n + start + len].copy_from_slice(&block[e * PAIRS..e * PAIRS + len]);
         }
     }
     u
@@ -89,31 +110,29 @@ fn input_transform(xi: &[f32], g: &Geometry, pre: Option<&Affine>, v: &mut [f32]
     // rows[r] = [even columns | odd columns] of padded input row r of the tile row.
     let mut rows: [Vec<f32>; 4] = std::array::from_fn(|_| vec![0f32; 2 * half]);
     let mut comb: [Vec<f32>; 4] = std::array::from_fn(|_| vec![0f32; 2 * half]);
+    let mut padded = vec![0f32; 2 * half];
     let plane = g.c * ld;
     for c in 0..g.c {
         let img = &xi[c * h * w..(c + 1) * h * w];
         let (a, b) = pre.map_or((1.0, 0.0), |f| (f.a[c], f.b[c]));
         for ty in 0..th {
             for (r, row) in rows.iter_mut().enumerate() {
-                row.fill(0.0);
                 let ih = (2 * ty + r) as isize - p as isize;
                 if ih < 0 || ih >= h as isize {
+                    row.fill(0.0);
                     continue;
                 }
                 let src = &img[ih as usize * w..(ih as usize + 1) * w];
+                // The zero-padded row (image columns at p..p + w), then split.
+                let dst = &mut padded[p..p + w];
+                match pre {
+                    None => dst.copy_from_slice(src),
+                    Some(f) => dst.iter_mut().zip(src).for_each(|(o, &v)| *o = f.apply(a, b, v)),
+                }
                 let (even, odd) = row.split_at_mut(half);
-                // Padded column q = iw + p goes to even[q / 2] or odd[q / 2].
-                for (iw, &x) in src.iter().enumerate() {
-                    let q = iw + p;
-                    let val = match pre {
-                        None => x,
-                        Some(f) => f.apply(a, b, x),
-                    };
-                    if q % 2 == 0 {
-                        even[q / 2] = val;
-                    } else {
-                        odd[q / 2] = val;
-                    }
+                for ((e, o), pair) in even.iter_mut().zip(odd.iter_mut()).zip(padded.chunks_exact(2)) {
+                    *e = pair[0];
+                    *o = pair[1];
                 }
             }
             // Bᵀ d: combine the four rows.
@@ -185,6 +204,122 @@ fn output_transform(m: &[f32], g: &Geometry, ld: usize, t0: usize, y: &mut [f32]
             }
         }
     }
+}
+
+/// DY[e][o][t0 + t] = (A dy_t Aᵀ)[e / 4][e % 4] for the 2x2 output-gradient tiles t of
+/// one image `dyi` (O, Ho, Wo), zero past the edge; `d` holds 16 planes of (O, ld).
+fn grad_transform(dyi: &[f32], g: &Geometry, d: &mut [f32], ld: usize, t0: usize) {
+    let (th, tw) = tiles(g);
+    let (ho, wo) = (g.ho, g.wo);
+    let plane = g.o * ld;
+    // Even and odd columns of the tile row's two output rows: (e0, q0) and (e1, q1).
+    let mut rows: [Vec<f32>; 4] = std::array::from_fn(|_| vec![0f32; tw]);
+    let (mut l, mut r) = (vec![0f32; tw], vec![0f32; tw]);
+    for o in 0..g.o {
+        let img = &dyi[o * ho * wo..(o + 1) * ho * wo];
+        for ty in 0..th {
+            for (i, pair) in rows.chunks_exact_mut(2).enumerate() {
+                let [even, odd] = pair else { continue };
+                even.fill(0.0);
+                odd.fill(0.0);
+                let u = 2 * ty + i;
+                if u >= ho {
+                    continue;
+                }
+                for (v, &val) in img[u * wo..(u + 1) * wo].iter().enumerate() {
+                    if v % 2 == 0 {
+                        even[v / 2] = val;
+                    } else {
+                        odd[v / 2] = val;
+                    }
+                }
+            }
+            // A r for a 2-vector r = (r0, r1) is (r0, r0 + r1, r0 - r1, -r1): on the tile's
+            // two rows (giving row ξ as a left/right pair), then on the two columns of each.
+            let [e0, q0, e1, q1] = &rows;
+            let at = o * ld + t0 + ty * tw;
+            for xi in 0..4 {
+                for k in 0..tw {
+                    (l[k], r[k]) = match xi {
+                        0 => (e0[k], q0[k]),
+                        1 => (e0[k] + e1[k], q0[k] + q1[k]),
+                        2 => (e0[k] - e1[k], q0[k] - q1[k]),
+                        _ => (-e1[k], -q1[k]),
+                    };
+                }
+                let row = |nu: usize| (xi * 4 + nu) * plane + at;
+                d[row(0)..row(0) + tw].copy_from_slice(&l);
+                d[row(1)..row(1) + tw].iter_mut().zip(l.iter().zip(&r)).for_each(|(o, (a, b))| *o = a + b);
+                d[row(2)..row(2) + tw].iter_mut().zip(l.iter().zip(&r)).for_each(|(o, (a, b))| *o = a - b);
+                d[row(3)..row(3) + tw].iter_mut().zip(&r).for_each(|(o, b)| *o = -b);
+            }
+        }
+    }
+}
+
+/// dW (O, C, 3, 3) of a convolution where [`applies`] holds, from x and dy. The batch is
+/// split into a fixed run of images per thread, summed in order: reproducible bit for
+/// bit for a given number of threads.
+pub(super) fn weight_grad(x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
+    let (th, tw) = tiles(g);
+    let per = th * tw;
+    let gs = (GROUP_TILES / per.max(1)).clamp(1, g.n.max(1));
+    let cap = gs * per;
+    let threads = rayon::current_num_threads();
+    let groups = threads.min(g.n).max(1);
+    let share = g.n.div_ceil(groups);
+    let gemm_threads = if groups == 1 { threads } else { 1 };
+    let len = 16 * g.c * g.o;
+    // S[e] (C, O), accumulated over the images of one share.
+    let partials: Vec<Vec<f32>> = (0..groups)
+        .into_par_iter()
+        .map(|k| {
+            let mut acc = vec![0f32; len];
+            let mut buf = uninit_vec(16 * (g.c + g.o) * cap);
+            let end = ((k + 1) * share).min(g.n);
+            for first in (k * share..end).step_by(gs) {
+                let count = gs.min(end - first);
+                let ld = count * per;
+                let (v, d) = buf.split_at_mut(16 * g.c * cap);
+                let (v, d) = (&mut v[..16 * g.c * ld], &mut d[..16 * g.o * ld]);
+                for j in 0..count {
+                    let i = first + j;
+                    input_transform(&x[i * g.image()..(i + 1) * g.image()], g, None, v, ld, j * per);
+                    grad_transform(&dy[i * g.out_image()..(i + 1) * g.out_image()], g, d, ld, j * per);
+                }
+                for e in 0..16 {
+                    let ve = Mat::rows(&v[e * g.c * ld..(e + 1) * g.c * ld], g.c, ld);
+                    let de = Mat::rows(&d[e * g.o * ld..(e + 1) * g.o * ld], g.o, ld);
+                    matmul(&mut acc[e * g.c * g.o..(e + 1) * g.c * g.o], ve, de.t(), true, gemm_threads);
+                }
+            }
+            acc
+        })
+        .collect();
+    let mut parts = partials.into_iter();
+    let mut s = parts.next().unwrap_or_else(|| vec![0f32; len]);
+    for p in parts {
+        s.iter_mut().zip(&p).for_each(|(a, b)| *a += b);
+    }
+    // dW[o, c] = Gᵀ S[., c, o] G with Gᵀ r = (r0 + (r1 + r2)/2, (r1 - r2)/2, (r1 + r2)/2 + r3).
+    let plane = g.c * g.o;
+    let gt = |r: [f32; 4]| [r[0] + 0.5 * (r[1] + r[2]), 0.5 * (r[1] - r[2]), 0.5 * (r[1] + r[2]) + r[3]];
+    let mut dw = vec![0f32; g.o * g.c * 9];
+    dw.par_chunks_mut(g.c * 9).enumerate().for_each(|(o, row)| {
+        for (c, k) in row.chunks_exact_mut(9).enumerate() {
+            let m = |e: usize| s[e * plane + c * g.o + o];
+            // S G: Gᵀ on each row ξ of S (over ν); then Gᵀ on each column j of the result.
+            let t: [[f32; 3]; 4] =
+                std::array::from_fn(|xi| gt([m(xi * 4), m(xi * 4 + 1), m(xi * 4 + 2), m(xi * 4 + 3)]));
+            for j in 0..3 {
+                let col = gt([t[0][j], t[1][j], t[2][j], t[3][j]]);
+                for (i, v) in col.into_iter().enumerate() {
+                    k[i * 3 + j] = v;
+                }
+            }
+        }
+    });
+    dw
 }
 
 /// y = conv(pre(x), W) for a geometry where [`applies`] holds.
