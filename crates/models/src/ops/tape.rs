@@ -74,8 +74,8 @@ struct Value {
     dims: [usize; 4],
 }
 
-/// Where a parameter's gradient goes in the flat gradient of all parameters.
-type Slot = std::ops::Range<usize>;
+/// The index of a parameter in the list a training tape was made with.
+type Slot = usize;
 
 enum Step {
     Conv { x: ValueId, y: ValueId, weight: Tensor, slot: Option<Slot>, geometry: Geometry, pre: Option<Affine> },
@@ -97,19 +97,14 @@ pub struct Tape {
     values: Vec<Value>,
     steps: Vec<Step>,
     params: HashMap<TensorId, Slot>,
-    grad_len: usize,
 }
 
 impl Tape {
     /// A tape starting from input `x` (N, C, H, W), with the parameters whose gradients
     /// it computes.
     pub(super) fn new(x: Vec<f32>, dims: [usize; 4], params: &[Tensor]) -> (Self, ValueId) {
-        let (mut map, mut at) = (HashMap::new(), 0);
-        for p in params {
-            map.insert(p.id(), at..at + p.elem_count());
-            at += p.elem_count();
-        }
-        let tape = Self { values: vec![Value { data: x, dims }], steps: Vec::new(), params: map, grad_len: at };
+        let map = params.iter().enumerate().map(|(i, p)| (p.id(), i)).collect();
+        let tape = Self { values: vec![Value { data: x, dims }], steps: Vec::new(), params: map };
         (tape, ValueId(0))
     }
 
@@ -137,7 +132,7 @@ impl Tape {
     /// The gradient slot of `t` if it is a parameter of a training tape.
     fn slot(&self, t: &Tensor, what: &str) -> Result<Option<Slot>> {
         match self.params.get(&t.id()) {
-            Some(s) => Ok(Some(s.clone())),
+            Some(&s) => Ok(Some(s)),
             None if self.trains() => Err(op_err(format!("tape: the {what} is not a registered parameter"))),
             None => Ok(None),
         }
@@ -268,10 +263,11 @@ impl Tape {
     }
 
     /// Gradients of <g, out>: with respect to the input (value 0) when `want_input`, and
-    /// the flat gradient of the parameters (empty for an evaluation tape).
-    pub(super) fn backward(&self, out: ValueId, g: Vec<f32>, want_input: bool) -> Result<(Option<Vec<f32>>, Vec<f32>)> {
-        let mut grads: Vec<Option<Vec<f32>>> = (0..self.values.len()).map(|_| None).collect();
-        let mut dparams = vec![0f32; self.grad_len];
+    /// of each parameter, in the order the tape was made with (`None` for a parameter
+    /// the network did not use; none for an evaluation tape).
+    pub(super) fn backward(&self, out: ValueId, g: Vec<f32>, want_input: bool) -> Result<(Option<Vec<f32>>, Grads)> {
+        let mut grads: Grads = (0..self.values.len()).map(|_| None).collect();
+        let mut dparams: Grads = (0..self.params.len()).map(|_| None).collect();
         grads[out.0] = Some(g);
         for step in self.steps.iter().rev() {
             match step {
@@ -318,10 +314,9 @@ impl Tape {
                     let want_dx = x.0 != 0 || want_input;
                     let grad = TrainGrad { mean, rstd, gamma, relu: *relu };
                     let (dx, sums) = grad.backward(self.data(*x), self.data(*y), &g, (n, c, h * w), want_dx);
-                    for (k, (sg, sgx)) in sums.into_iter().enumerate() {
-                        dparams[slots[0].start + k] += sgx;
-                        dparams[slots[1].start + k] += sg;
-                    }
+                    let (dbeta, dgamma): (Vec<f32>, Vec<f32>) = sums.into_iter().unzip();
+                    accumulate(&mut dparams[slots[0]], dgamma);
+                    accumulate(&mut dparams[slots[1]], dbeta);
                     if let Some(dx) = dx {
                         accumulate(&mut grads[x.0], dx);
                     }
@@ -329,8 +324,7 @@ impl Tape {
                 Step::Conv { x, y, weight, slot, geometry, pre } => {
                     let Some(g) = grads[y.0].take() else { continue };
                     if let Some(slot) = slot {
-                        let dw = weight_grad(self.data(*x), &g, geometry);
-                        dparams[slot.clone()].iter_mut().zip(&dw).for_each(|(p, d)| *p += d);
+                        accumulate(&mut dparams[*slot], weight_grad(self.data(*x), &g, geometry));
                     }
                     if x.0 == 0 && !want_input {
                         continue;
@@ -352,6 +346,9 @@ impl Tape {
         self.dims(v).iter().product()
     }
 }
+
+/// Gradients of values or parameters, `None` where nothing has flowed.
+pub(super) type Grads = Vec<Option<Vec<f32>>>;
 
 /// g *= [y > 0].
 fn mask_positive(g: &mut [f32], y: &[f32]) {

@@ -1,12 +1,20 @@
 //! A network recorded on a [`Tape`] as one candle op, so that it joins ordinary
 //! autograd: x -> output for a frozen network (evaluation), (x, parameters) -> output
 //! for one being trained.
+//!
+//! How a trained network's parameter gradients reach candle: each parameter p goes
+//! through a [`Tie`] op (p -> one zero, nothing copied), and the ties, concatenated,
+//! are the op's second operand. candle runs the op's backward pass before those of
+//! its operands, so the tape's backward pass computes every parameter gradient first
+//! and leaves them with the ties; each tie's backward pass then hands its parameter
+//! its gradient.
 
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, TensorId};
 
-use super::tape::{Tape, ValueId};
+use super::tape::{Grads, Tape, ValueId};
 use super::{f32_slice, op_err, with_f32};
 
 type Build = dyn Fn(&mut Tape, ValueId) -> Result<ValueId> + Send + Sync;
@@ -34,7 +42,7 @@ impl Recorded {
         Ok((CpuStorage::F32(y), Shape::from((n, c * h * w))))
     }
 
-    fn backward(&self, dy: &Tensor, want_input: bool) -> Result<(Option<Vec<f32>>, Vec<f32>)> {
+    fn backward(&self, dy: &Tensor, want_input: bool) -> Result<(Option<Vec<f32>>, Grads)> {
         let tape = self.tape.lock().map_err(|_| op_err("tape op: lock poisoned"))?;
         let (tape, out) = tape.as_ref().ok_or_else(|| op_err("tape op: backward before forward"))?;
         tape.backward(*out, with_f32(dy, |d| Ok(d.to_vec()))?, want_input)
@@ -60,8 +68,33 @@ impl CustomOp1 for FrozenOp {
     }
 }
 
-/// (x, all parameters flattened and concatenated) -> output of a network in training.
-struct TrainOp(Recorded);
+/// Parameter gradients computed by a [`TrainOp`], waiting for their [`Tie`]s.
+type Stash = Arc<Mutex<HashMap<TensorId, Vec<f32>>>>;
+
+fn lock(stash: &Stash) -> Result<std::sync::MutexGuard<'_, HashMap<TensorId, Vec<f32>>>> {
+    stash.lock().map_err(|_| op_err("tape op: gradient stash lock poisoned"))
+}
+
+/// p -> [0]: ties a parameter to a [`TrainOp`] without copying it; its backward pass
+/// returns the gradient the op left for p.
+struct Tie(Stash);
+
+impl CustomOp1 for Tie {
+    fn name(&self) -> &'static str {
+        "robal-tape-parameter"
+    }
+
+    fn cpu_fwd(&self, _s: &CpuStorage, _l: &Layout) -> Result<(CpuStorage, Shape)> {
+        Ok((CpuStorage::F32(vec![0.0]), Shape::from(1)))
+    }
+
+    fn bwd(&self, p: &Tensor, _res: &Tensor, _dy: &Tensor) -> Result<Option<Tensor>> {
+        lock(&self.0)?.remove(&p.id()).map(|g| Tensor::from_vec(g, p.shape(), p.device())).transpose()
+    }
+}
+
+/// (x, the parameters' ties) -> output of a network in training.
+struct TrainOp(Recorded, Stash);
 
 impl CustomOp2 for TrainOp {
     fn name(&self) -> &'static str {
@@ -69,16 +102,22 @@ impl CustomOp2 for TrainOp {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, _s2: &CpuStorage, _l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        // The parameters are read from their own tensors; the flat operand only routes
-        // their gradient back through candle's `cat`.
+        // The parameters are read from their own tensors; the ties only route their
+        // gradients.
         self.0.forward(s1, l1)
     }
 
-    fn bwd(&self, x: &Tensor, flat: &Tensor, _res: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(&self, x: &Tensor, ties: &Tensor, _res: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let (dx, dparams) = self.0.backward(dy, x.track_op())?;
+        let mut stash = lock(&self.1)?;
+        for (p, g) in self.0.params.iter().zip(dparams) {
+            if let Some(g) = g {
+                stash.insert(p.id(), g);
+            }
+        }
         let dx = dx.map(|d| Tensor::from_vec(d, x.shape(), x.device())).transpose()?;
-        let dflat = flat.track_op().then(|| Tensor::from_vec(dparams, flat.shape(), flat.device())).transpose()?;
-        Ok((dx, dflat))
+        // Zeros, but present: candle then runs the ties' backward passes.
+        Ok((dx, Some(ties.zeros_like()?)))
     }
 }
 
@@ -98,8 +137,7 @@ pub fn frozen_forward(
 /// Run a network in training on `x` like [`frozen_forward`], differentiable in `x` and
 /// in `params`: every convolution weight and BatchNorm γ/β that `build` uses must be
 /// one of `params` (f32 tensors; others are an error) and gets its gradient from the
-/// tape's backward pass. The parameters are also concatenated into one tensor (a copy
-/// per call), through which candle routes their gradients.
+/// tape's backward pass (handed to candle through one [`Tie`] per parameter).
 pub fn train_forward(
     x: &Tensor,
     params: &[Tensor],
@@ -110,7 +148,9 @@ pub fn train_forward(
     }
     let mut seen = std::collections::HashSet::new();
     let params: Vec<Tensor> = params.iter().filter(|p| seen.insert(p.id())).cloned().collect();
-    let flat = Tensor::cat(&params.iter().map(|p| p.flatten_all()).collect::<Result<Vec<_>>>()?, 0)?;
+    let stash: Stash = Arc::new(Mutex::new(HashMap::new()));
+    let ties = params.iter().map(|p| p.apply_op1(Tie(stash.clone()))).collect::<Result<Vec<_>>>()?;
+    let ties = Tensor::cat(&ties, 0)?;
     let op = Recorded { build: Box::new(build), params, tape: Mutex::new(None) };
-    x.contiguous()?.apply_op2(&flat, TrainOp(op))
+    x.contiguous()?.apply_op2(&ties, TrainOp(op, stash))
 }
