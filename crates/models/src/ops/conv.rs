@@ -53,6 +53,29 @@ pub(super) fn per_image(
     }
 }
 
+/// Σ_k share(images_k, gemm_threads) over a fixed split of the images 0..n into one
+/// contiguous run per thread, computed in parallel and summed in order: the result
+/// does not depend on how rayon schedules the work, so training is reproducible (bit
+/// for bit, for a given number of threads). `gemm_threads` is what each share may use.
+pub(super) fn sum_over_shares(
+    n: usize,
+    len: usize,
+    share: impl Fn(std::ops::Range<usize>, usize) -> Vec<f32> + Sync,
+) -> Vec<f32> {
+    let threads = rayon::current_num_threads();
+    let groups = threads.min(n).max(1);
+    let per = n.div_ceil(groups);
+    let gemm_threads = if groups == 1 { threads } else { 1 };
+    let partials: Vec<Vec<f32>> =
+        (0..groups).into_par_iter().map(|k| share(k * per..((k + 1) * per).min(n), gemm_threads)).collect();
+    let mut parts = partials.into_iter();
+    let mut total = parts.next().unwrap_or_else(|| vec![0f32; len]);
+    for p in parts {
+        total.iter_mut().zip(&p).for_each(|(t, v)| *t += v);
+    }
+    total
+}
+
 /// A buffer that is fully written before it is read (skips zeroing the output of
 /// every op; fresh pages still fault in once).
 pub(super) fn uninit_vec(n: usize) -> Vec<f32> {
@@ -195,7 +218,6 @@ pub(super) fn weight_grad(x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
         return winograd::weight_grad(x, dy, g);
     }
     let len = g.o * g.col_rows();
-    let threads = rayon::current_num_threads();
     let (gs, p) = (g.group(), g.pixels_out());
     let scratch = if gs > 1 { (g.col_rows() + g.o) * gs * p } else { g.col_len() };
     // Images first..first+count: dWᵀ += [col_1 .. col_G] · [dy_1 .. dy_G]ᵀ (accumulated
@@ -224,28 +246,13 @@ pub(super) fn weight_grad(x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
             (Mat::rows(&col[..g.col_rows() * ld], g.col_rows(), ld), Mat::rows(&dybuf[..g.o * ld], g.o, ld));
         matmul(acc, col, dys.t(), true, gemm_threads);
     };
-    // A fixed split of the batch into contiguous groups, summed in order: the result
-    // does not depend on how rayon schedules the work, so training is reproducible
-    // (bit for bit, for a given number of threads).
-    let groups = threads.min(g.n).max(1);
-    let per = g.n.div_ceil(groups);
-    let gemm_threads = if groups == 1 { threads } else { 1 };
-    let partials: Vec<Vec<f32>> = (0..groups)
-        .into_par_iter()
-        .map(|k| {
-            let (mut acc, mut buf) = (vec![0f32; len], uninit_vec(scratch));
-            let end = ((k + 1) * per).min(g.n);
-            for first in (k * per..end).step_by(gs) {
-                some(&mut acc, &mut buf, first, gs.min(end - first), gemm_threads);
-            }
-            acc
-        })
-        .collect();
-    let mut parts = partials.into_iter();
-    let mut total_t = parts.next().unwrap_or_else(|| vec![0f32; len]);
-    for p in parts {
-        total_t.iter_mut().zip(&p).for_each(|(t, v)| *t += v);
-    }
+    let total_t = sum_over_shares(g.n, len, |images, gemm_threads| {
+        let (mut acc, mut buf) = (vec![0f32; len], uninit_vec(scratch));
+        for first in images.clone().step_by(gs) {
+            some(&mut acc, &mut buf, first, gs.min(images.end - first), gemm_threads);
+        }
+        acc
+    });
     let (rows, o) = (g.col_rows(), g.o);
     let mut total = vec![0f32; len];
     for r in 0..rows {

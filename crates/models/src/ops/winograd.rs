@@ -24,7 +24,7 @@
 
 use rayon::prelude::*;
 
-use super::conv::{per_image, uninit_vec};
+use super::conv::{per_image, sum_over_shares, uninit_vec};
 use super::gemm::{matmul, Mat};
 use super::im2col::Geometry;
 use super::tape::Affine;
@@ -265,42 +265,29 @@ pub(super) fn weight_grad(x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
     let per = th * tw;
     let gs = (GROUP_TILES / per.max(1)).clamp(1, g.n.max(1));
     let cap = gs * per;
-    let threads = rayon::current_num_threads();
-    let groups = threads.min(g.n).max(1);
-    let share = g.n.div_ceil(groups);
-    let gemm_threads = if groups == 1 { threads } else { 1 };
     let len = 16 * g.c * g.o;
     // S[e] (C, O), accumulated over the images of one share.
-    let partials: Vec<Vec<f32>> = (0..groups)
-        .into_par_iter()
-        .map(|k| {
-            let mut acc = vec![0f32; len];
-            let mut buf = uninit_vec(16 * (g.c + g.o) * cap);
-            let end = ((k + 1) * share).min(g.n);
-            for first in (k * share..end).step_by(gs) {
-                let count = gs.min(end - first);
-                let ld = count * per;
-                let (v, d) = buf.split_at_mut(16 * g.c * cap);
-                let (v, d) = (&mut v[..16 * g.c * ld], &mut d[..16 * g.o * ld]);
-                for j in 0..count {
-                    let i = first + j;
-                    input_transform(&x[i * g.image()..(i + 1) * g.image()], g, None, v, ld, j * per);
-                    grad_transform(&dy[i * g.out_image()..(i + 1) * g.out_image()], g, d, ld, j * per);
-                }
-                for e in 0..16 {
-                    let ve = Mat::rows(&v[e * g.c * ld..(e + 1) * g.c * ld], g.c, ld);
-                    let de = Mat::rows(&d[e * g.o * ld..(e + 1) * g.o * ld], g.o, ld);
-                    matmul(&mut acc[e * g.c * g.o..(e + 1) * g.c * g.o], ve, de.t(), true, gemm_threads);
-                }
+    let s = sum_over_shares(g.n, len, |images, gemm_threads| {
+        let mut acc = vec![0f32; len];
+        let mut buf = uninit_vec(16 * (g.c + g.o) * cap);
+        for first in images.clone().step_by(gs) {
+            let count = gs.min(images.end - first);
+            let ld = count * per;
+            let (v, d) = buf.split_at_mut(16 * g.c * cap);
+            let (v, d) = (&mut v[..16 * g.c * ld], &mut d[..16 * g.o * ld]);
+            for j in 0..count {
+                let i = first + j;
+                input_transform(&x[i * g.image()..(i + 1) * g.image()], g, None, v, ld, j * per);
+                grad_transform(&dy[i * g.out_image()..(i + 1) * g.out_image()], g, d, ld, j * per);
             }
-            acc
-        })
-        .collect();
-    let mut parts = partials.into_iter();
-    let mut s = parts.next().unwrap_or_else(|| vec![0f32; len]);
-    for p in parts {
-        s.iter_mut().zip(&p).for_each(|(a, b)| *a += b);
-    }
+            for e in 0..16 {
+                let ve = Mat::rows(&v[e * g.c * ld..(e + 1) * g.c * ld], g.c, ld);
+                let de = Mat::rows(&d[e * g.o * ld..(e + 1) * g.o * ld], g.o, ld);
+                matmul(&mut acc[e * g.c * g.o..(e + 1) * g.c * g.o], ve, de.t(), true, gemm_threads);
+            }
+        }
+        acc
+    });
     // dW[o, c] = Gᵀ S[., c, o] G with Gᵀ r = (r0 + (r1 + r2)/2, (r1 - r2)/2, (r1 + r2)/2 + r3).
     let plane = g.c * g.o;
     let gt = |r: [f32; 4]| [r[0] + 0.5 * (r[1] + r[2]), 0.5 * (r[1] - r[2]), 0.5 * (r[1] + r[2]) + r[3]];
