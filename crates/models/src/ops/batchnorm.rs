@@ -91,6 +91,34 @@ pub(super) fn affine(x: &[f32], dims: (usize, usize, usize), a: &[f32], b: &[f32
     out
 }
 
+/// r_c = 1/√(σ²_c + ε), computed in f64.
+pub(super) fn rstd(var: &[f32], eps: f64) -> Vec<f32> {
+    var.iter().map(|&v| (1.0 / (v as f64 + eps).sqrt()) as f32).collect()
+}
+
+/// The affine map of a training-mode BatchNorm: a_c = γ_c r_c, b_c = β_c - μ_c a_c.
+pub(super) fn train_affine(gamma: &[f32], beta: &[f32], mean: &[f32], rstd: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let a: Vec<f32> = gamma.iter().zip(rstd).map(|(g, r)| g * r).collect();
+    let b = beta.iter().zip(mean).zip(&a).map(|((b, m), a)| b - m * a).collect();
+    (a, b)
+}
+
+/// The backward pass of y = relu?(a_c x + b_c) with constant a, b, in place on the
+/// gradient g (sizes (N, C, S)): g <- a_c [y > 0] g (a_c g without the ReLU; y is
+/// then not read).
+pub(super) fn affine_backward(g: &mut [f32], y: &[f32], (_, c, s): (usize, usize, usize), a: &[f32], relu: bool) {
+    let s = s.max(1);
+    g.par_chunks_mut(s).enumerate().for_each(|(row, gr)| {
+        let a = a[row % c];
+        if relu {
+            let yr = &y[row * s..(row + 1) * s];
+            gr.iter_mut().zip(yr).for_each(|(g, &y)| *g = if y > 0.0 { a * *g } else { 0.0 });
+        } else {
+            gr.iter_mut().for_each(|g| *g *= a);
+        }
+    });
+}
+
 /// Training-mode BatchNorm of (x, γ, β) with the batch's statistics.
 struct TrainOp {
     mean: Vec<f32>,
@@ -117,8 +145,7 @@ impl CustomOp3 for TrainOp {
         if gamma.len() != dims.1 || beta.len() != dims.1 || self.mean.len() != dims.1 {
             return Err(op_err(format!("batch norm: {} channels but {} weights", dims.1, gamma.len())));
         }
-        let a: Vec<f32> = (0..dims.1).map(|c| gamma[c] * self.rstd[c]).collect();
-        let b: Vec<f32> = (0..dims.1).map(|c| beta[c] - self.mean[c] * a[c]).collect();
+        let (a, b) = train_affine(gamma, beta, &self.mean, &self.rstd);
         Ok((CpuStorage::F32(affine(x, dims, &a, &b, self.relu)), l1.shape().clone()))
     }
 
@@ -262,18 +289,11 @@ impl CustomOp1 for EvalOp {
     }
 
     fn bwd(&self, x: &Tensor, y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
-        let (_, c, s) = ncs(x.dims())?;
+        let dims = ncs(x.dims())?;
         let dx = with_f32(y, |ys| {
             with_f32(dy, |dys| {
-                let mut dx = vec![0f32; dys.len()];
-                dx.par_chunks_mut(s.max(1)).enumerate().for_each(|(row, o)| {
-                    let a = self.a[row % c];
-                    let off = row * s;
-                    for (t, o) in o.iter_mut().enumerate() {
-                        let live = !self.relu || ys[off + t] > 0.0;
-                        *o = if live { a * dys[off + t] } else { 0.0 };
-                    }
-                });
+                let mut dx = dys.to_vec();
+                affine_backward(&mut dx, ys, dims, &self.a, self.relu);
                 Ok(dx)
             })
         })?;
@@ -292,7 +312,7 @@ pub fn batch_norm_train(
     eps: f64,
     relu: bool,
 ) -> Result<Tensor> {
-    let rstd = stats.var.iter().map(|&v| (1.0 / (v as f64 + eps).sqrt()) as f32).collect();
+    let rstd = rstd(&stats.var, eps);
     x.contiguous()?.apply_op3(
         &gamma.contiguous()?,
         &beta.contiguous()?,

@@ -10,6 +10,26 @@ use super::{f32_slice, op_err, with_f32};
 /// Elements per rayon task.
 const CHUNK: usize = 1 << 14;
 
+/// y = u + v, then max(y, 0) when `relu`.
+pub(super) fn sum(u: &[f32], v: &[f32], relu: bool) -> Vec<f32> {
+    let mut y = vec![0f32; u.len()];
+    y.par_chunks_mut(CHUNK).zip(u.par_chunks(CHUNK).zip(v.par_chunks(CHUNK))).for_each(|(y, (a, b))| {
+        if relu {
+            y.iter_mut().zip(a.iter().zip(b)).for_each(|(y, (a, b))| *y = (a + b).max(0.0));
+        } else {
+            y.iter_mut().zip(a.iter().zip(b)).for_each(|(y, (a, b))| *y = a + b);
+        }
+    });
+    y
+}
+
+/// The backward pass of a ReLU in place on its gradient: g <- g [y > 0].
+pub(super) fn mask_positive(g: &mut [f32], y: &[f32]) {
+    g.par_chunks_mut(CHUNK).zip(y.par_chunks(CHUNK)).for_each(|(g, y)| {
+        g.iter_mut().zip(y).for_each(|(g, &y)| *g = if y > 0.0 { *g } else { 0.0 });
+    });
+}
+
 struct AddRelu;
 
 impl CustomOp2 for AddRelu {
@@ -21,21 +41,14 @@ impl CustomOp2 for AddRelu {
         if l1.dims() != l2.dims() {
             return Err(op_err(format!("add_relu: shapes {:?} and {:?} differ", l1.dims(), l2.dims())));
         }
-        let (a, b) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?);
-        let mut y = vec![0f32; a.len()];
-        y.par_chunks_mut(CHUNK).zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK))).for_each(|(y, (a, b))| {
-            y.iter_mut().zip(a.iter().zip(b)).for_each(|(y, (a, b))| *y = (a + b).max(0.0));
-        });
-        Ok((CpuStorage::F32(y), l1.shape().clone()))
+        Ok((CpuStorage::F32(sum(f32_slice(s1, l1)?, f32_slice(s2, l2)?, true)), l1.shape().clone()))
     }
 
     fn bwd(&self, a: &Tensor, b: &Tensor, y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let g = with_f32(y, |ys| {
             with_f32(dy, |dys| {
-                let mut g = vec![0f32; ys.len()];
-                g.par_chunks_mut(CHUNK).zip(ys.par_chunks(CHUNK).zip(dys.par_chunks(CHUNK))).for_each(|(g, (y, d))| {
-                    g.iter_mut().zip(y.iter().zip(d)).for_each(|(g, (&y, &d))| *g = if y > 0.0 { d } else { 0.0 });
-                });
+                let mut g = dys.to_vec();
+                mask_positive(&mut g, ys);
                 Ok(g)
             })
         })?;

@@ -23,9 +23,10 @@ use std::collections::HashMap;
 use candle_core::{Result, Tensor, TensorId};
 use rayon::prelude::*;
 
-use super::batchnorm::{affine, channel_stats, TrainGrad};
+use super::batchnorm::{affine, affine_backward, channel_stats, rstd, train_affine, TrainGrad};
 use super::conv::{forward_pre, input_grad, weight_grad};
 use super::im2col::Geometry;
+use super::residual::{mask_positive, sum};
 use super::{op_err, with_f32, BatchStats};
 
 /// Elements per rayon task of the element-wise passes.
@@ -198,9 +199,8 @@ impl Tape {
         let (g, b) = (gamma.to_vec1::<f32>()?, beta.to_vec1::<f32>()?);
         self.check_channels(x, g.len().min(b.len()), "tape batch_norm")?;
         let (mean, var) = channel_stats(self.data(x), (n, c, h * w));
-        let rstd: Vec<f32> = var.iter().map(|&v| (1.0 / (v as f64 + eps).sqrt()) as f32).collect();
-        let a: Vec<f32> = (0..c).map(|k| g[k] * rstd[k]).collect();
-        let shift: Vec<f32> = (0..c).map(|k| b[k] - mean[k] * a[k]).collect();
+        let rstd = rstd(&var, eps);
+        let (a, shift) = train_affine(&g, &b, &mean, &rstd);
         let y = affine(self.data(x), (n, c, h * w), &a, &shift, relu);
         let stats = BatchStats { mean: mean.clone(), var, count: n * h * w };
         let id = self.push(y, [n, c, h, w], |y| Step::BatchNorm { x, y, mean, rstd, gamma: g, relu, slots });
@@ -212,15 +212,7 @@ impl Tape {
         if self.dims(u) != self.dims(v) {
             return Err(op_err(format!("tape add: shapes {:?} and {:?} differ", self.dims(u), self.dims(v))));
         }
-        let (us, vs) = (self.data(u), self.data(v));
-        let mut y = vec![0f32; us.len()];
-        y.par_chunks_mut(CHUNK).zip(us.par_chunks(CHUNK).zip(vs.par_chunks(CHUNK))).for_each(|(y, (a, b))| {
-            if relu {
-                y.iter_mut().zip(a.iter().zip(b)).for_each(|(y, (a, b))| *y = (a + b).max(0.0));
-            } else {
-                y.iter_mut().zip(a.iter().zip(b)).for_each(|(y, (a, b))| *y = a + b);
-            }
-        });
+        let y = sum(self.data(u), self.data(v), relu);
         Ok(self.push(y, self.dims(u), |y| Step::Add { u, v, y, relu }))
     }
 
@@ -294,18 +286,8 @@ impl Tape {
                 }
                 Step::Affine { x, y, f } => {
                     let Some(mut g) = grads[y.0].take() else { continue };
-                    let [_, c, h, w] = self.dims(*x);
-                    let ys = self.data(*y);
-                    let plane = (h * w).max(1);
-                    g.par_chunks_mut(plane).enumerate().for_each(|(row, gr)| {
-                        let a = f.a[row % c];
-                        if f.relu {
-                            let yr = &ys[row * plane..(row + 1) * plane];
-                            gr.iter_mut().zip(yr).for_each(|(g, &y)| *g = if y > 0.0 { a * *g } else { 0.0 });
-                        } else {
-                            gr.iter_mut().for_each(|g| *g *= a);
-                        }
-                    });
+                    let [n, c, h, w] = self.dims(*x);
+                    affine_backward(&mut g, self.data(*y), (n, c, h * w), &f.a, f.relu);
                     accumulate(&mut grads[x.0], g);
                 }
                 Step::BatchNorm { x, y, mean, rstd, gamma, relu, slots } => {
@@ -349,13 +331,6 @@ impl Tape {
 
 /// Gradients of values or parameters, `None` where nothing has flowed.
 pub(super) type Grads = Vec<Option<Vec<f32>>>;
-
-/// g *= [y > 0].
-fn mask_positive(g: &mut [f32], y: &[f32]) {
-    g.par_chunks_mut(CHUNK).zip(y.par_chunks(CHUNK)).for_each(|(g, y)| {
-        g.iter_mut().zip(y).for_each(|(g, &y)| *g = if y > 0.0 { *g } else { 0.0 });
-    });
-}
 
 /// dz -> dx = a_c [a_c x + b_c > 0] dz (just a_c dz without a ReLU), in place.
 fn pre_backward(dz: &mut [f32], x: &[f32], f: &Affine, plane: usize) {
