@@ -1,13 +1,17 @@
 //! `cargo xtask eval`: the full attack suite, per-class metrics and the robustness
 //! audit for one checkpoint; `cargo xtask report`: several runs side by side.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
 use robal_data::Dataset;
 use robal_eval::job::{describe_head, EvalOptions};
-use robal_eval::{AttackSettings, AttackSpec, AuditConfig, DataSpec, ModelFlags};
+use robal_eval::{
+    AttackSettings, AttackSpec, AuditConfig, DataSpec, Evaluation, ModelFlags, Report, Shard, StateFile, TestProfile,
+    Verdict,
+};
 
 #[derive(Args)]
 pub struct EvalArgs {
@@ -83,6 +87,18 @@ pub struct EvalArgs {
     /// Device: cpu, or cuda (needs the `cuda` feature).
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Test images: balanced (the split as it is) or lt (long-tailed like training, TAET's protocol).
+    #[arg(long, default_value = "balanced")]
+    test_profile: String,
+    /// Continue an interrupted evaluation from the state file in the output folder.
+    #[arg(long)]
+    resume: bool,
+    /// Save the per-example outcomes so far at most every SECS seconds (and after each attack).
+    #[arg(long, default_value_t = 30.0, value_name = "SECS")]
+    state_every: f64,
+    /// Evaluate part K of N of the test set (whole batches), writing shard-K-of-N.json for `cargo xtask merge`.
+    #[arg(long, value_name = "K/N")]
+    shard: Option<String>,
 }
 
 pub fn run(a: EvalArgs) -> Result<()> {
@@ -98,6 +114,9 @@ pub fn run(a: EvalArgs) -> Result<()> {
     };
     let mut loaded = robal_eval::load_model(&a.checkpoint, &flags, a.hf_cache.as_deref(), a.offline, &device)
         .with_context(|| format!("loading checkpoint {}", a.checkpoint))?;
+    if let Some(notice) = loaded.integrity_notice() {
+        eprintln!("{notice}");
+    }
     if let Some(tau) = a.tau_p {
         if loaded.model.class_counts().is_none() {
             let cfg = loaded.train_config.as_ref().context(
@@ -109,7 +128,20 @@ pub fn run(a: EvalArgs) -> Result<()> {
         loaded.model.set_posthoc(Some(tau))?;
     }
     let spec = DataSpec::parse(&a.data)?;
-    let (test, data_name) = robal_eval::load_test_set(&spec, &loaded, a.limit)?;
+    let profile = TestProfile::parse(&a.test_profile)?;
+    let (test, data_name) = robal_eval::load_test_set_with(&spec, &loaded, profile, a.limit)?;
+    let shard = a.shard.as_deref().map(Shard::parse).transpose()?.unwrap_or_default();
+    anyhow::ensure!(
+        a.state_every.is_finite() && a.state_every >= 0.0,
+        "--state-every {}: expected seconds >= 0",
+        a.state_every
+    );
+    let out = a
+        .out
+        .clone()
+        .or_else(|| loaded.run_dir.clone())
+        .or_else(|| loaded.path.parent().map(|p| p.to_path_buf()))
+        .unwrap_or_else(|| PathBuf::from("."));
     let random_start = match a.random_start.as_str() {
         "uniform" => true,
         "off" => false,
@@ -141,7 +173,10 @@ pub fn run(a: EvalArgs) -> Result<()> {
         }),
         batch: a.batch,
         progress: true,
+        shard,
+        state: Some(StateFile { dir: out.clone(), every: Duration::from_secs_f64(a.state_every), resume: a.resume }),
     };
+    std::fs::create_dir_all(&out).with_context(|| format!("creating the output folder {}", out.display()))?;
     println!(
         "evaluating {} ({}) on {}: {}",
         loaded.path.display(),
@@ -149,25 +184,71 @@ pub fn run(a: EvalArgs) -> Result<()> {
         data_name,
         opts.attacks.iter().map(|s| s.token()).collect::<Vec<_>>().join(", ")
     );
-    let report = robal_eval::evaluate(&loaded.model, &test, &a.checkpoint, &data_name, &opts)?;
-    let out = a
-        .out
-        .or_else(|| loaded.run_dir.clone())
-        .or_else(|| loaded.path.parent().map(|p| p.to_path_buf()))
-        .unwrap_or_else(|| PathBuf::from("."));
+    let part = robal_eval::evaluate_part(&loaded.model, &test, &a.checkpoint, &data_name, &opts)?;
+    if !shard.is_whole() {
+        let path = out.join(shard.file_name());
+        part.save(&path)?;
+        println!(
+            "shard {}/{}: {} of {} images; wrote {} (combine the shards with `cargo xtask merge {}`)",
+            shard.index,
+            shard.count,
+            part.labels.len(),
+            part.total_images,
+            path.display(),
+            out.display()
+        );
+        return Ok(());
+    }
     let metrics = loaded.run_dir.as_ref().map(|d| d.join("metrics.jsonl"));
-    let written = robal_eval::write_outputs(&report, &out, metrics.as_deref())?;
+    print_and_write(&part.report(), &out, metrics.as_deref(), a.no_audit)
+}
+
+fn print_and_write(report: &Report, out: &Path, metrics: Option<&Path>, no_audit: bool) -> Result<()> {
+    let written = robal_eval::write_outputs(report, out, metrics)?;
     println!("\n{}", report.summary_table());
-    match (report.audit.flags.is_empty(), a.no_audit) {
+    match (report.audit.flags.is_empty(), no_audit) {
         (true, true) => println!("audit: sweeps skipped (--no-audit); the CE-vs-margin check did not fire"),
         (true, false) => println!("audit: no check fired ({} images in the sweeps)", report.audit.images),
         _ => {}
     }
     for f in &report.audit.flags {
-        println!("audit WARNING [{}]: {}", f.check, f.message);
+        let level = if f.severity == Verdict::Warning { "WARNING" } else { "info" };
+        println!("audit {level} [{}]: {}", f.check, f.message);
     }
     println!("\nwrote {}", written.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
     Ok(())
+}
+
+#[derive(Args)]
+pub struct MergeArgs {
+    /// The folder holding shard-K-of-N.json files (the shards' --out); the report is written there.
+    dir: PathBuf,
+    /// A run's metrics.jsonl, for the training curves (default: DIR/metrics.jsonl if it exists).
+    #[arg(long)]
+    metrics: Option<PathBuf>,
+}
+
+pub fn merge(a: MergeArgs) -> Result<()> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&a.dir)
+        .with_context(|| format!("reading the shard folder {}", a.dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            name.starts_with("shard-") && name.ends_with(".json")
+        })
+        .collect();
+    files.sort();
+    anyhow::ensure!(
+        !files.is_empty(),
+        "{}: no shard-K-of-N.json files (run `cargo xtask eval ... --shard K/N --out {}` first)",
+        a.dir.display(),
+        a.dir.display()
+    );
+    let parts = files.iter().map(|f| Evaluation::load(f)).collect::<robal_eval::Result<Vec<_>>>()?;
+    let whole = robal_eval::merge(parts).with_context(|| format!("merging the shards in {}", a.dir.display()))?;
+    println!("merged {} shards: {} images", files.len(), whole.labels.len());
+    let metrics = a.metrics.or_else(|| Some(a.dir.join("metrics.jsonl")));
+    print_and_write(&whole.report(), &a.dir, metrics.as_deref(), whole.audit_config.is_none())
 }
 
 #[derive(Args)]

@@ -29,6 +29,8 @@ enum Command {
     Train(train::TrainArgs),
     /// Evaluate a checkpoint: attack suite, per-class metrics, robustness audit, report and plots.
     Eval(Box<eval::EvalArgs>),
+    /// Combine the shard files of a `--shard K/N` evaluation into one report and audit.
+    Merge(eval::MergeArgs),
     /// Put several evaluated runs side by side (paper-style tables) and draw comparison plots.
     Report(eval::ReportArgs),
     /// Images/s and peak memory of the attack, train and infer steps, beside PyTorch.
@@ -40,6 +42,7 @@ fn main() -> Result<()> {
         Command::Data(args) => data::run(args),
         Command::Train(args) => train::run(args),
         Command::Eval(args) => eval::run(*args),
+        Command::Merge(args) => eval::merge(args),
         Command::Report(args) => eval::report(args),
         Command::Bench(args) => bench::run(args),
     }

@@ -28,11 +28,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         audit: Some(AuditConfig { limit: 50, ..Default::default() }),
         batch: 100,
         progress: true,
+        ..Default::default()
     };
     let report = evaluate(&loaded.model, &test, &checkpoint, &data, &opts)?;
     println!("{}", report.summary_table());
     for flag in &report.audit.flags {
-        println!("audit [{}]: {}", flag.check, flag.message);
+        println!("audit {:?} [{}]: {}", flag.severity, flag.check, flag.message);
     }
     for path in write_outputs(&report, std::path::Path::new(&out), None)? {
         println!("wrote {}", path.display());

@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use candle_core::Device;
 use robal::evaluate::EvalModel;
@@ -12,12 +13,14 @@ use robal::train::TRAIN_CONFIG_KEY;
 use robal::TrainConfig;
 use robal_data::{cifar, Cifar, ClassInfo, Dataset, ImageSet, Loader, LoaderConfig, Split};
 use robal_models::{checkpoint, Classifier, HeadConfig, ModelConfig};
+use serde::{Deserialize, Serialize};
 
-use crate::audit::{audit, AuditConfig, AuditResult};
+use crate::audit::{audit_sweeps, AuditConfig, AuditResult};
 use crate::error::{file_err, EvalError, Result};
+use crate::parts::{Evaluation, Shard, State, StateKey};
 use crate::plot::{per_class_svg, training_curves_svg, write_svg_png, ClassSeries};
 use crate::report::Report;
-use crate::suite::{run_suite, AttackSettings, AttackSpec};
+use crate::suite::{run_suite_with, AttackOutcome, AttackSettings, AttackSpec, Progress};
 
 /// Architecture and head flags: required for a PyTorch checkpoint (which carries no
 /// architecture), optional overrides for a robal-rs one.
@@ -49,6 +52,23 @@ pub struct LoadedModel {
     pub run_dir: Option<PathBuf>,
     /// The local checkpoint file.
     pub path: PathBuf,
+    /// Whether its tensors were checked against the digest in its metadata
+    /// (`None` for foreign files, which carry none).
+    pub integrity: Option<checkpoint::Integrity>,
+}
+
+impl LoadedModel {
+    /// A line for the user when the checkpoint's tensors could not be verified
+    /// (a robal-rs file written before checkpoints carried `robal.sha256`).
+    pub fn integrity_notice(&self) -> Option<String> {
+        (self.integrity == Some(checkpoint::Integrity::Unchecked)).then(|| {
+            format!(
+                "notice: {} carries no {} digest (written before robal-rs recorded one); its tensors were loaded unchecked",
+                self.path.display(),
+                checkpoint::DIGEST_KEY
+            )
+        })
+    }
 }
 
 fn invalid(what: &str, reason: impl Into<String>) -> EvalError {
@@ -72,12 +92,12 @@ pub fn load_model(
         return Err(file_err(&path, "checkpoint not found (expected a file, a run folder, or hf://owner/repo/file)"));
     }
     let run_dir = path.parent().filter(|d| d.join("config.toml").is_file()).map(Path::to_path_buf);
-    let (mut model, extra) = match &flags.arch {
+    let (mut model, extra, integrity) = match &flags.arch {
         None => {
-            let (m, info) = checkpoint::load(&path, device)?;
-            (m, info.extra)
+            let (m, info, integrity) = checkpoint::load_checked(&path, device)?;
+            (m, info.extra, Some(integrity))
         }
-        Some(arch) => (import_foreign(&path, arch, flags, device)?, Default::default()),
+        Some(arch) => (import_foreign(&path, arch, flags, device)?, Default::default(), None),
     };
     let train_config = match (extra.get(TRAIN_CONFIG_KEY), &run_dir) {
         (Some(text), _) => Some(TrainConfig::from_toml(text, &format!("{} metadata", path.display()), &[])?),
@@ -92,7 +112,7 @@ pub fn load_model(
     if flags.head.as_deref() == Some("posthoc") && flags.tau_p.is_none() {
         return Err(invalid("--head posthoc", "needs --tau-p (e.g. --tau-p 1.5)"));
     }
-    Ok(LoadedModel { model, train_config, run_dir, path })
+    Ok(LoadedModel { model, train_config, run_dir, path, integrity })
 }
 
 fn head_override(current: HeadConfig, flags: &ModelFlags) -> Result<Option<HeadConfig>> {
@@ -188,9 +208,72 @@ impl DataSpec {
     }
 }
 
+/// Which test images count (`--test-profile`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TestProfile {
+    /// The test split as it is (balanced for CIFAR): the RoBal protocol.
+    #[default]
+    Balanced,
+    /// A test set long-tailed like training (TAET's protocol, METHODS section 4):
+    /// the first `n_c = int(m r^(c / (K - 1)))` test images of class c, with `m` the
+    /// smallest per-class test count and `r` the training imbalance `min / max` of
+    /// the model's training counts. Balanced accuracy is then "balanced robustness".
+    LongTailed,
+}
+
+impl TestProfile {
+    /// Parse `--test-profile`: `balanced` or `lt`.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "balanced" => Ok(Self::Balanced),
+            "lt" | "long-tailed" => Ok(Self::LongTailed),
+            other => Err(invalid("--test-profile", format!("{other:?}: expected balanced or lt"))),
+        }
+    }
+}
+
+/// The long-tailed test subset of [`TestProfile::LongTailed`], from per-class training
+/// counts `train_counts`; the indices into `labels`, in their original order.
+pub fn long_tailed_indices(labels: &[u32], train_counts: &[usize]) -> Result<Vec<usize>> {
+    let k = train_counts.len();
+    let (lo, hi) = (train_counts.iter().copied().min().unwrap_or(0), train_counts.iter().copied().max().unwrap_or(0));
+    if k < 2 || lo == 0 {
+        return Err(invalid(
+            "--test-profile lt",
+            format!(
+                "needs the training count of every class (>= 1, two classes or more); the model has {train_counts:?}"
+            ),
+        ));
+    }
+    let r = lo as f64 / hi as f64;
+    let mut have = vec![0usize; k];
+    labels.iter().for_each(|&l| have[l as usize] += 1);
+    let m = have.iter().copied().min().unwrap_or(0);
+    let want: Vec<usize> = (0..k).map(|c| (m as f64 * r.powf(c as f64 / (k - 1) as f64)) as usize).collect();
+    let mut taken = vec![0usize; k];
+    Ok((0..labels.len())
+        .filter(|&i| {
+            let c = labels[i] as usize;
+            taken[c] += 1;
+            taken[c] <= want[c]
+        })
+        .collect())
+}
+
 /// The test set named by `spec` with `limit` images (0 = all) spread evenly over it, its
 /// class metadata carrying the model's training counts when it has them; and a description.
 pub fn load_test_set(spec: &DataSpec, loaded: &LoadedModel, limit: usize) -> Result<(ImageSet, String)> {
+    load_test_set_with(spec, loaded, TestProfile::Balanced, limit)
+}
+
+/// [`load_test_set`] under a test profile (applied before `limit`).
+pub fn load_test_set_with(
+    spec: &DataSpec,
+    loaded: &LoadedModel,
+    profile: TestProfile,
+    limit: usize,
+) -> Result<(ImageSet, String)> {
     let (set, name) = match spec {
         DataSpec::FromCheckpoint => {
             let cfg = loaded.train_config.as_ref().ok_or_else(|| {
@@ -224,6 +307,15 @@ pub fn load_test_set(spec: &DataSpec, loaded: &LoadedModel, limit: usize) -> Res
         }
         None => set,
     };
+    let (set, name) = match profile {
+        TestProfile::Balanced => (set, name),
+        TestProfile::LongTailed => {
+            let idx = long_tailed_indices(set.labels(), set.classes().train_counts())?;
+            let lt = set.subset(&idx)?;
+            let name = format!("{name}, long-tailed like training ({} images)", lt.len());
+            (lt, name)
+        }
+    };
     let n = if limit == 0 { set.len() } else { limit.min(set.len()) };
     let idx: Vec<usize> = (0..n).map(|i| i * set.len() / n).collect();
     let name = if n < set.len() { format!("{name} ({n} of {} images, evenly spaced)", set.len()) } else { name };
@@ -243,6 +335,37 @@ pub struct EvalOptions {
     pub batch: usize,
     /// Progress bars.
     pub progress: bool,
+    /// The part of the test set to evaluate (`1/1`: all of it).
+    pub shard: Shard,
+    /// Where progress is saved for `--resume`, or `None` for no state file.
+    pub state: Option<StateFile>,
+}
+
+impl Default for EvalOptions {
+    /// The default suite at SPEC's threat model, the audit with its defaults, batch 128,
+    /// no progress bars, the whole set, no state file.
+    fn default() -> Self {
+        Self {
+            attacks: crate::suite::DEFAULT_ATTACKS.to_vec(),
+            settings: AttackSettings::default(),
+            audit: Some(AuditConfig::default()),
+            batch: 128,
+            progress: false,
+            shard: Shard::default(),
+            state: None,
+        }
+    }
+}
+
+/// The state file of an evaluation (see [`crate::parts::State`]).
+#[derive(Clone, Debug)]
+pub struct StateFile {
+    /// The output folder, which holds it.
+    pub dir: PathBuf,
+    /// Least time between two saves within an attack (each attack's end always saves).
+    pub every: Duration,
+    /// Continue from the state file if there is one (else it is overwritten).
+    pub resume: bool,
 }
 
 /// A short description of the head, e.g. `cosine s=10 gamma=0.03125 + post-hoc tau_p=1.5`.
@@ -269,54 +392,98 @@ pub fn evaluate(
     data: &str,
     opts: &EvalOptions,
 ) -> Result<Report> {
+    Ok(evaluate_part(model, test, checkpoint, data, opts)?.report())
+}
+
+/// The per-example outcomes of `opts.shard` of `test` (all of it for `1/1`), with the
+/// entry checks and the audit's sweeps when this is shard 1; saves and resumes
+/// progress through `opts.state`, and removes the state file once done.
+pub fn evaluate_part(
+    model: &Classifier,
+    test: &ImageSet,
+    checkpoint: &str,
+    data: &str,
+    opts: &EvalOptions,
+) -> Result<Evaluation> {
     let device = model.device().clone();
     let view = EvalModel(model);
-    let outcomes = run_suite(&view, test, &opts.attacks, &opts.settings, opts.batch, &device, opts.progress)?;
-    let audit_result = match &opts.audit {
-        Some(cfg) => {
-            let n = if cfg.limit == 0 { test.len() } else { cfg.limit.min(test.len()) };
-            let idx: Vec<usize> = (0..n).map(|i| i * test.len() / n).collect();
-            let sub = Arc::new(test.subset(&idx)?);
-            let batch = Loader::new(sub, LoaderConfig::eval(n.max(1)), device.clone())?
-                .epoch(0)
-                .next()
-                .ok_or_else(|| invalid("audit", "empty test set"))??;
-            let bar = crate::progress::bar(1, "audit", opts.progress);
-            bar.tick();
-            let r = audit(
-                &view,
-                &batch.images,
-                &batch.labels,
-                &outcomes,
-                &opts.settings,
-                &AuditConfig { limit: 0, ..*cfg },
-            )?;
-            bar.finish_and_clear();
-            r
-        }
-        None => AuditResult {
-            flags: crate::audit::check_ce_vs_margin(&outcomes, AuditConfig::default().threshold).into_iter().collect(),
-            ..Default::default()
-        },
+    let batch = opts.batch.max(1);
+    let (start, end, first_batch) = opts.shard.range(test.len(), batch);
+    let part = test.subset(&(start..end).collect::<Vec<_>>())?;
+    let key = StateKey {
+        checkpoint: checkpoint.into(),
+        data: data.into(),
+        attacks: opts.attacks.clone(),
+        settings: opts.settings,
+        batch,
+        shard: opts.shard,
+        labels: part.labels().to_vec(),
     };
-    Ok(Report::build(
-        checkpoint,
-        data,
-        &describe_head(model),
-        opts.settings,
-        test.classes().names().to_vec(),
-        test.classes().train_counts().to_vec(),
-        test.labels(),
-        &outcomes,
-        audit_result,
-    ))
+    let state_path = opts.state.as_ref().map(|s| opts.shard.state_path(&s.dir));
+    let resume = match (&opts.state, &state_path) {
+        (Some(s), Some(path)) if s.resume => State::load(path, &key)?.map(|st| st.outcomes).unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    let mut save = |outcomes: &[AttackOutcome]| match &state_path {
+        Some(path) => State { key: key.clone(), outcomes: outcomes.to_vec() }.save(path),
+        None => Ok(()),
+    };
+    let every = opts.state.as_ref().map(|s| s.every).unwrap_or(Duration::MAX);
+    let progress = Progress { first_batch, resume, every, save: &mut save };
+    let outcomes =
+        run_suite_with(&view, &part, &opts.attacks, &opts.settings, batch, &device, opts.progress, progress)?;
+
+    // Entry checks and sweeps on the first images of the whole set: shard 1's job.
+    let mut audit_result = AuditResult::default();
+    if opts.shard.index == 1 {
+        let n = opts.audit.map(|c| if c.limit == 0 { test.len() } else { c.limit.min(test.len()) }).unwrap_or(0);
+        let n_entry = batch.min(test.len());
+        let idx: Vec<usize> = if n > 0 { (0..n).map(|i| i * test.len() / n).collect() } else { (0..n_entry).collect() };
+        let sub = Arc::new(test.subset(&idx)?);
+        if let Some(b) = Loader::new(sub, LoaderConfig::eval(idx.len().max(1)), device.clone())?.epoch(0).next() {
+            let b = b?;
+            let entry_x = b.images.narrow(0, 0, n_entry.min(b.images.dim(0)?))?;
+            let entry = crate::runtime::entry_checks(&view, &entry_x, model.config().num_classes, &opts.attacks)?;
+            if let Some(cfg) = &opts.audit {
+                let bar = crate::progress::bar(1, "audit", opts.progress);
+                bar.tick();
+                audit_result =
+                    audit_sweeps(&view, &b.images, &b.labels, &opts.settings, &AuditConfig { limit: 0, ..*cfg })?;
+                bar.finish_and_clear();
+            }
+            for c in entry {
+                audit_result.push(c);
+            }
+        }
+    }
+    if let Some(path) = &state_path {
+        if path.exists() {
+            std::fs::remove_file(path).map_err(|e| file_err(path, format!("cannot remove the finished state: {e}")))?;
+        }
+    }
+    Ok(Evaluation {
+        checkpoint: checkpoint.into(),
+        data: data.into(),
+        head: describe_head(model),
+        settings: opts.settings,
+        attacks: opts.attacks.clone(),
+        batch,
+        class_names: test.classes().names().to_vec(),
+        train_counts: test.classes().train_counts().to_vec(),
+        total_images: test.len(),
+        shard: opts.shard,
+        labels: part.labels().to_vec(),
+        outcomes,
+        audit: audit_result,
+        audit_config: opts.audit,
+    })
 }
 
 /// Write `report.json`, `report.md`, `per_class.svg/png` and, when `metrics` (a run's
 /// `metrics.jsonl`) exists, `curves.svg/png` into `dir`.
 pub fn write_outputs(report: &Report, dir: &Path, metrics: Option<&Path>) -> Result<Vec<PathBuf>> {
     report.save(dir)?;
-    let mut written = vec![dir.join("report.json"), dir.join("report.md")];
+    let mut written = vec![dir.join("report.json"), dir.join("report.md"), dir.join("model_info.json")];
     let clean = report.attacks.first().map(|a| a.per_class.as_slice()).unwrap_or(&[]);
     let series = [
         ClassSeries { label: "clean", values: clean },

@@ -12,7 +12,11 @@
 //! - [`report`]: `report.json` / `report.md` and the paper-style table;
 //! - [`plot`]: per-class accuracy vs training count, training curves (SVG + PNG);
 //! - [`hub`]: `hf://` checkpoints through the hf-hub cache;
+//! - [`runtime`]: AutoAttack's run-time checks (randomised forward, probability outputs,
+//!   target classes, Square after the gradient attacks, input range, finite outputs);
+//! - [`stats`]: the exact tests behind the audit's verdicts;
 //! - [`job`]: all of it for one checkpoint (what `cargo xtask eval` runs);
+//! - [`parts`]: resumable state, shards and their merge;
 //! - [`compare`]: several runs side by side (`cargo xtask report`).
 
 pub mod audit;
@@ -22,14 +26,21 @@ pub mod hub;
 pub mod job;
 pub mod metrics;
 mod nan;
+pub mod parts;
 pub mod plot;
 mod progress;
 pub mod report;
+pub mod runtime;
+pub mod stats;
 pub mod suite;
 
-pub use audit::{audit, AuditConfig, AuditResult, Flag};
+pub use audit::{audit, AuditConfig, AuditResult, Check, Flag, Verdict};
 pub use error::{EvalError, Result};
-pub use job::{evaluate, load_model, load_test_set, write_outputs, DataSpec, EvalOptions, LoadedModel, ModelFlags};
+pub use job::{
+    evaluate, evaluate_part, load_model, load_test_set, load_test_set_with, write_outputs, DataSpec, EvalOptions,
+    LoadedModel, ModelFlags, StateFile, TestProfile,
+};
 pub use metrics::{balanced_accuracy, ClassMetrics, Confusion, GroupMean};
+pub use parts::{merge, Evaluation, Shard};
 pub use report::{AttackReport, Report};
 pub use suite::{run_suite, AttackOutcome, AttackSettings, AttackSpec, DEFAULT_ATTACKS};

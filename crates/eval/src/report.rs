@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::audit::AuditResult;
+use crate::audit::{AuditResult, Verdict};
 use crate::error::{file_err, Result};
 use crate::metrics::{balanced_accuracy, decile_groups, shot_groups, Confusion, GroupMean};
 use crate::suite::{AttackOutcome, AttackSettings};
@@ -122,18 +122,47 @@ impl Report {
         }
     }
 
+    /// A RobustBench-style model card (`model_info.json`): clean and AutoAttack
+    /// accuracy in percent as strings with two decimals, the threat model, eps, the
+    /// number of test points and the attack version. `autoattack_acc` is the standard
+    /// AutoAttack when it ran, else the paper's APGD-CE + APGD-T subset (named in
+    /// `attack`), else absent; balanced (class-mean) figures beside them.
+    pub fn model_info(&self) -> serde_json::Value {
+        let clean = self.attacks.first();
+        let aa = ["autoattack", "aa-apgd-ce-t"].iter().find_map(|n| self.attacks.iter().find(|a| a.name == *n));
+        let two = |v: f64| format!("{:.2}", 100.0 * v);
+        let eps_255 = self.settings.eps * 255.0;
+        serde_json::json!({
+            "name": self.checkpoint,
+            "dataset": self.data,
+            "threat_model": "Linf",
+            "eps": if (eps_255 - eps_255.round()).abs() < 1e-6 { format!("{}/255", eps_255.round()) } else { format!("{}", self.settings.eps) },
+            "number_test_points": self.images,
+            "clean_acc": clean.map(|c| two(c.accuracy)),
+            "autoattack_acc": aa.map(|a| two(a.accuracy)),
+            "balanced_clean_acc": clean.map(|c| two(c.balanced_accuracy)),
+            "balanced_autoattack_acc": aa.map(|a| two(a.balanced_accuracy)),
+            "attack": aa.map(|a| if a.name == "autoattack" { "AutoAttack standard (APGD-CE, APGD-T, FAB-T, Square)" } else { "AutoAttack subset APGD-CE + APGD-T (the RoBal paper's)" }),
+            "attack_version": format!("robal-eval {} {}", env!("CARGO_PKG_VERSION"), aa.map(|a| if a.name == "autoattack" { "standard" } else { "apgd-ce-t" }).unwrap_or("none")),
+            "head": self.head,
+            "worst_case_acc": two(self.worst_case.accuracy),
+        })
+    }
+
     /// Read a `report.json`.
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| file_err(path, format!("cannot read report: {e}")))?;
         serde_json::from_str(&text).map_err(|e| file_err(path, format!("not a robal-eval report.json: {e}")))
     }
 
-    /// Write `report.json` and `report.md` into `dir`, atomically.
+    /// Write `report.json`, `report.md` and `model_info.json` into `dir`, atomically.
     pub fn save(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| file_err(dir, e))?;
         let json = serde_json::to_string_pretty(self).map_err(|e| file_err(dir, e))?;
         robal_data::write_atomic(&dir.join("report.json"), json.as_bytes())?;
         robal_data::write_atomic(&dir.join("report.md"), self.markdown().as_bytes())?;
+        let info = serde_json::to_string_pretty(&self.model_info()).map_err(|e| file_err(dir, e))?;
+        robal_data::write_atomic(&dir.join("model_info.json"), info.as_bytes())?;
         Ok(())
     }
 
@@ -183,7 +212,20 @@ impl Report {
             let _ = writeln!(s, "No check fired ({} images in the sweeps).", self.audit.images);
         }
         for f in &self.audit.flags {
-            let _ = writeln!(s, "- **{}**: {}", f.check, f.message);
+            let _ = writeln!(s, "- **{}** ({}): {}", f.check, verdict_word(f.severity), f.message);
+        }
+        if !self.audit.checks.is_empty() {
+            s.push_str("\n| check | verdict | p-value | measured |\n|---|---|---:|---|\n");
+            for c in &self.audit.checks {
+                let p = c.p_value.map(|p| format!("{p:.2e}")).unwrap_or_else(|| "-".into());
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {p} | {} |",
+                    c.check,
+                    verdict_word(c.verdict),
+                    c.message.replace('|', "/")
+                );
+            }
         }
         if !self.audit.scale_sweep.is_empty() {
             let sweep: Vec<String> =
@@ -220,6 +262,14 @@ impl Report {
             s.push('\n');
         }
         s
+    }
+}
+
+fn verdict_word(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Pass => "pass",
+        Verdict::Info => "info",
+        Verdict::Warning => "warning",
     }
 }
 

@@ -1,7 +1,7 @@
 //! The attack suite of an evaluation (SPEC section 6): which attacks, their
 //! settings, and running them batch by batch over a test set.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use candle_core::{Device, Tensor};
 use robal_attacks::{
@@ -164,6 +164,16 @@ impl AttackSettings {
         }
     }
 
+    /// The AutoAttack an entry stands for, run through [`AutoAttack::evaluate`] so that
+    /// the report can say which attack broke each point (`None` for other entries).
+    pub fn autoattack(&self, spec: AttackSpec) -> Option<AutoAttack> {
+        match spec {
+            AttackSpec::AutoAttackPaper => Some(AutoAttack::new(Suite::ApgdCeT, self.eps)),
+            AttackSpec::AutoAttack => Some(AutoAttack::new(Suite::Standard, self.eps)),
+            _ => None,
+        }
+    }
+
     /// The attack an entry stands for (`None` for clean).
     pub fn build(&self, spec: AttackSpec) -> Option<Box<dyn Attack + Send + Sync>> {
         let start = if self.random_start { RandomStart::Uniform } else { RandomStart::Off };
@@ -202,6 +212,27 @@ pub struct AttackOutcome {
     pub correct: Vec<bool>,
     /// Wall-clock seconds.
     pub seconds: f64,
+    /// AutoAttack entries: `"clean"`, the name of the attack that first broke each
+    /// example, or `None` if it stayed robust (empty for other entries).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub broken_by: Vec<Option<String>>,
+}
+
+/// How a suite run saves and resumes its progress (see [`run_suite_with`]).
+pub struct Progress<'a> {
+    /// Global index of the first batch of `set` (a shard's offset): batch k is
+    /// attacked with seed `settings.seed + first_batch + k`, so a shard computes
+    /// exactly what the unsharded run computes for the same images.
+    pub first_batch: usize,
+    /// Outcomes from an interrupted run, in suite order: complete ones are kept, a
+    /// partial last one (fewer predictions than images, a whole number of batches)
+    /// continues where it stopped.
+    pub resume: Vec<AttackOutcome>,
+    /// Least time between two calls of `save` within an attack (each attack's end
+    /// always saves).
+    pub every: Duration,
+    /// Called with the outcomes so far, the last one possibly partial.
+    pub save: &'a mut dyn FnMut(&[AttackOutcome]) -> Result<()>,
 }
 
 /// Run each attack over `set` in batches of `batch` on `device`, with a progress bar per
@@ -215,27 +246,93 @@ pub fn run_suite(
     device: &Device,
     progress: bool,
 ) -> Result<Vec<AttackOutcome>> {
-    let loader = Loader::new(std::sync::Arc::new(set.clone()), LoaderConfig::eval(batch.max(1)), device.clone())?;
+    let mut ignore = |_: &[AttackOutcome]| Ok(());
+    let p = Progress { first_batch: 0, resume: Vec::new(), every: Duration::MAX, save: &mut ignore };
+    run_suite_with(model, set, specs, settings, batch, device, progress, p)
+}
+
+fn resume_error(reason: String) -> EvalError {
+    EvalError::Invalid { what: "--resume".into(), reason }
+}
+
+/// [`run_suite`] that saves its progress through `p.save` and continues from `p.resume`;
+/// the outcomes are identical to an uninterrupted run's (per-batch seeds), apart from
+/// `seconds`, which adds up the time of every session.
+#[allow(clippy::too_many_arguments)]
+pub fn run_suite_with(
+    model: &dyn Model,
+    set: &ImageSet,
+    specs: &[AttackSpec],
+    settings: &AttackSettings,
+    batch: usize,
+    device: &Device,
+    progress: bool,
+    p: Progress<'_>,
+) -> Result<Vec<AttackOutcome>> {
+    let batch = batch.max(1);
+    let loader = Loader::new(std::sync::Arc::new(set.clone()), LoaderConfig::eval(batch), device.clone())?;
     let labels = set.labels();
-    let mut out = Vec::new();
+    let n = set.len();
+    if p.resume.len() > specs.len() || p.resume.iter().zip(specs).any(|(o, s)| o.spec != *s) {
+        return Err(resume_error("the saved outcomes were made with another attack list".into()));
+    }
+    let mut out: Vec<AttackOutcome> = Vec::new();
+    let mut resume = p.resume.into_iter();
     for &spec in specs {
+        let composite = settings.autoattack(spec);
         let attack = settings.build(spec);
         let name = attack.as_ref().map(|a| a.name()).unwrap_or_else(|| "clean".into());
-        let bar = crate::progress::bar(set.len() as u64, &name, progress);
-        let started = Instant::now();
-        let mut predicted = Vec::with_capacity(set.len());
-        for (k, b) in loader.epoch(0).enumerate() {
-            let b = b?;
-            let images: Tensor = match &attack {
-                None => b.images.clone(),
-                Some(a) => a.run(model, &b.images, &b.labels, settings.seed.wrapping_add(k as u64))?.adv,
-            };
-            predicted.extend(predict(model, &images)?);
-            bar.inc(b.labels.dim(0)? as u64);
+        let mut current = resume.next().unwrap_or(AttackOutcome {
+            spec,
+            name: name.clone(),
+            predicted: Vec::with_capacity(n),
+            correct: Vec::new(),
+            seconds: 0.0,
+            broken_by: Vec::new(),
+        });
+        let done = current.predicted.len();
+        if done > n || (done < n && done % batch != 0) {
+            return Err(resume_error(format!(
+                "the saved {} outcomes cover {done} of {n} images, not a whole number of batches of {batch}",
+                current.name
+            )));
         }
-        bar.finish_and_clear();
-        let correct = predicted.iter().zip(labels).map(|(p, l)| p == l).collect();
-        out.push(AttackOutcome { spec, name, predicted, correct, seconds: started.elapsed().as_secs_f64() });
+        if done < n {
+            let bar = crate::progress::bar(n as u64, &name, progress);
+            bar.set_position(done as u64);
+            let mut started = Instant::now();
+            let mut last_save = Instant::now();
+            for (k, b) in loader.epoch(0).enumerate().skip(done / batch) {
+                let b = b?;
+                let seed = settings.seed.wrapping_add((p.first_batch + k) as u64);
+                let images: Tensor = match (&composite, &attack) {
+                    (Some(aa), _) => {
+                        let r = aa.evaluate(model, &b.images, &b.labels, seed)?;
+                        current.broken_by.extend(r.broken_by);
+                        r.adv
+                    }
+                    (None, None) => b.images.clone(),
+                    (None, Some(a)) => a.run(model, &b.images, &b.labels, seed)?.adv,
+                };
+                current.predicted.extend(predict(model, &images)?);
+                bar.inc(b.labels.dim(0)? as u64);
+                let last = current.predicted.len() == n;
+                if last || last_save.elapsed() >= p.every {
+                    current.seconds += started.elapsed().as_secs_f64();
+                    started = Instant::now();
+                    if last {
+                        current.correct = current.predicted.iter().zip(labels).map(|(p, l)| p == l).collect();
+                    }
+                    out.push(current);
+                    (p.save)(&out)?;
+                    current = out.pop().ok_or_else(|| resume_error("lost the current outcome".into()))?;
+                    last_save = Instant::now();
+                }
+            }
+            bar.finish_and_clear();
+        }
+        current.correct = current.predicted.iter().zip(labels).map(|(p, l)| p == l).collect();
+        out.push(current);
     }
     Ok(out)
 }

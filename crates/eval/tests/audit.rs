@@ -1,47 +1,12 @@
 //! The audit on models built to trigger each check, and on models that must pass.
 
-use candle_core::{DType, Device, Result, Tensor};
-use rand::{Rng, SeedableRng};
+use candle_core::{DType, Tensor};
 use robal_attacks::{model::predict, Model};
 use robal_eval::suite::{AttackOutcome, AttackSettings, AttackSpec};
-use robal_eval::{audit, AuditConfig, AuditResult};
+use robal_eval::{audit, AuditConfig, AuditResult, Verdict};
 
-/// A small tanh MLP on 1x4x4 inputs: z = a * W2 tanh(W1 (x - 0.5)) (3 classes).
-struct Mlp {
-    w1: Tensor,
-    w2: Tensor,
-    scale: f64,
-    /// Cut the input out of the graph (a non-differentiable preprocessing step).
-    detach_input: bool,
-}
-
-impl Mlp {
-    fn new(seed: u64, scale: f64, detach_input: bool) -> Self {
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        let mut normal =
-            |n: usize, s: f32| -> Vec<f32> { (0..n).map(|_| (rng.random::<f32>() - 0.5) * 2.0 * s * 1.7).collect() };
-        let w1 = Tensor::from_vec(normal(16 * 32, 1.0), (32, 16), &Device::Cpu).unwrap();
-        let w2 = Tensor::from_vec(normal(32 * 3, 1.0), (3, 32), &Device::Cpu).unwrap();
-        Self { w1, w2, scale, detach_input }
-    }
-}
-
-impl Model for Mlp {
-    fn logits(&self, x: &Tensor) -> Result<Tensor> {
-        let x = if self.detach_input { x.detach() } else { x.clone() };
-        let h = (x.flatten_from(1)? - 0.5)?.matmul(&self.w1.t()?)?.tanh()?;
-        h.matmul(&self.w2.t()?)? * self.scale
-    }
-}
-
-/// Inputs, and labels that the healthy model predicts (so clean accuracy is 100%).
-fn data(model: &Mlp, n: usize) -> (Tensor, Tensor) {
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
-    let px: Vec<f32> = (0..n * 16).map(|_| rng.random::<f32>()).collect();
-    let x = Tensor::from_vec(px, (n, 1, 4, 4), &Device::Cpu).unwrap();
-    let y = predict(model, &x).unwrap();
-    (x, Tensor::new(y.as_slice(), &Device::Cpu).unwrap())
-}
+mod support;
+use support::{blobs, self_labelled as data, trained_mlp, Mlp};
 
 fn settings() -> AttackSettings {
     AttackSettings { eps: 0.06, steps: 20, step_size: 0.015, random_start: false, ..Default::default() }
@@ -56,7 +21,7 @@ fn outcomes(model: &dyn Model, x: &Tensor, y: &Tensor, s: &AttackSettings) -> Ve
             let predicted = predict(model, &r.adv).unwrap();
             let labels: Vec<u32> = y.to_vec1().unwrap();
             let correct = predicted.iter().zip(&labels).map(|(p, l)| p == l).collect();
-            AttackOutcome { spec, name: a.name(), predicted, correct, seconds: 0.0 }
+            AttackOutcome { spec, name: a.name(), predicted, correct, seconds: 0.0, broken_by: Vec::new() }
         })
         .collect()
 }
@@ -88,7 +53,7 @@ fn healthy_model_passes_every_check() {
 fn logits_times_1000_trigger_the_masking_checks() {
     let healthy = Mlp::new(1, 4.0, false);
     let (x, y) = data(&healthy, 200);
-    let scaled = Mlp { scale: 4000.0, ..Mlp::new(1, 4.0, false) };
+    let scaled = Mlp::new(1, 4.0, false).scaled(1000.0);
     let r = run(&scaled, &x, &y, &settings());
     let c = checks(&r);
     for expected in ["ce_vs_margin", "logit_scale", "zero_gradients"] {
@@ -122,10 +87,105 @@ fn too_small_a_step_triggers_not_converged() {
 
 #[test]
 fn the_gap_check_needs_both_kinds_of_attack() {
-    let model = Mlp { scale: 4000.0, ..Mlp::new(1, 4.0, false) };
+    let model = Mlp::new(1, 4.0, false).scaled(1000.0);
     let (x, y) = data(&Mlp::new(1, 4.0, false), 50);
     let o = outcomes(&model, &x, &y, &settings());
-    assert!(robal_eval::audit::check_ce_vs_margin(&o, 2.0).is_some());
-    assert!(robal_eval::audit::check_ce_vs_margin(&o[..1], 2.0).is_none());
+    let cfg = AuditConfig::default();
+    let c = robal_eval::audit::check_ce_vs_margin(&o, &cfg, &[]).unwrap();
+    assert_ne!(c.verdict, robal_eval::Verdict::Pass, "{c:?}");
+    assert!(robal_eval::audit::check_ce_vs_margin(&o[..1], &cfg, &[]).is_none());
     let _ = DType::F32;
+}
+
+fn warnings(r: &AuditResult) -> Vec<&str> {
+    r.warnings().map(|f| f.check.as_str()).collect()
+}
+
+/// The verdict of a check by name.
+fn verdict(r: &AuditResult, check: &str) -> Verdict {
+    r.checks
+        .iter()
+        .find(|c| c.check == check)
+        .map(|c| c.verdict)
+        .unwrap_or_else(|| panic!("no {check} in {:?}", r.checks))
+}
+
+#[test]
+fn a_model_trained_by_the_test_gets_no_warning_and_its_scaled_twins_do() {
+    let model = trained_mlp();
+    let (x, y) = blobs(240, 99);
+    let clean = support::accuracy(&model, &x, &y);
+    assert!(clean > 0.95, "the trained model should be accurate on held-out blobs: {clean}");
+    let s = AttackSettings { eps: 0.2, steps: 20, step_size: 0.05, random_start: false, ..Default::default() };
+    let r = run(&model, &x, &y, &s);
+    assert!(warnings(&r).is_empty(), "warnings on a healthy trained model: {:#?}", r.flags);
+    // Every check ran and reports its numbers.
+    for c in ["logit_scale", "zero_gradients", "steps_no_fall", "not_converged", "eps_no_fall", "ce_vs_margin"] {
+        let check = r.checks.iter().find(|k| k.check == c).unwrap_or_else(|| panic!("no {c}"));
+        assert!(!check.message.is_empty());
+        if c != "zero_gradients" {
+            assert!(check.paired.is_some() && check.p_value.is_some(), "{c}: {check:?}");
+        }
+    }
+    // The PGD attack is real: it breaks some examples at this radius.
+    assert!(r.steps_sweep[1].1 < clean, "{:?}", r.steps_sweep);
+
+    // Logits x1000: CE saturates, PGD-CE stalls, the margin attack does not.
+    let r = run(&model.scaled(1000.0), &x, &y, &s);
+    let w = warnings(&r);
+    for expected in ["ce_vs_margin", "logit_scale", "zero_gradients"] {
+        assert!(w.contains(&expected), "{expected} did not warn: {:#?}", r.flags);
+    }
+    let gap = r.checks.iter().find(|c| c.check == "ce_vs_margin").unwrap();
+    assert!(gap.message.contains("corroborated by"), "{}", gap.message);
+
+    // A saturating output: flat almost everywhere, so every gradient attack stalls.
+    let r = run(&model.saturating(), &x, &y, &s);
+    let w = warnings(&r);
+    for expected in ["zero_gradients", "steps_no_fall", "eps_no_fall"] {
+        assert!(w.contains(&expected), "{expected} did not warn: {:#?}", r.flags);
+    }
+}
+
+/// A gap between CE-PGD and the margin attack alone is information, not a warning;
+/// a gap of 3 examples in 100 is not significant at 99%.
+#[test]
+fn a_bare_gap_is_information_and_a_small_one_is_nothing() {
+    let outcome = |spec: AttackSpec, correct: Vec<bool>| AttackOutcome {
+        spec,
+        name: spec.token().into(),
+        predicted: vec![0; correct.len()],
+        correct,
+        seconds: 0.0,
+        broken_by: Vec::new(),
+    };
+    let cfg = AuditConfig::default();
+    // PGD leaves 60 of 100 robust; CW breaks 12 of them and nothing else: p = 2^-12.
+    let pgd: Vec<bool> = (0..100).map(|i| i < 60).collect();
+    let cw: Vec<bool> = (0..100).map(|i| i < 48).collect();
+    let o = [outcome(AttackSpec::Pgd, pgd.clone()), outcome(AttackSpec::Cw, cw)];
+    let c = robal_eval::audit::check_ce_vs_margin(&o, &cfg, &[]).unwrap();
+    assert_eq!(c.verdict, Verdict::Info, "{c:?}");
+    let p = c.paired.unwrap();
+    assert_eq!((p.only_b_breaks, p.only_a_breaks, p.n), (12, 0, 100));
+    assert!((p.p_value - 0.5f64.powi(12)).abs() < 1e-15 && (p.gap_points - 12.0).abs() < 1e-12);
+    let c = robal_eval::audit::check_ce_vs_margin(&o, &cfg, &["zero_gradients"]).unwrap();
+    assert_eq!(c.verdict, Verdict::Warning);
+    // 3 of 100, the embedded default's old false alarm: p = 1/8.
+    let cw: Vec<bool> = (0..100).map(|i| i < 57).collect();
+    let o = [outcome(AttackSpec::Pgd, pgd), outcome(AttackSpec::Cw, cw)];
+    let c = robal_eval::audit::check_ce_vs_margin(&o, &cfg, &["zero_gradients"]).unwrap();
+    assert_eq!(c.verdict, Verdict::Pass, "{c:?}");
+    assert!((c.p_value.unwrap() - 0.125).abs() < 1e-12, "{c:?}");
+}
+
+#[test]
+fn verdicts_of_the_known_cases() {
+    let healthy = Mlp::new(1, 4.0, false);
+    let (x, y) = data(&healthy, 200);
+    let r = run(&healthy.scaled(1000.0), &x, &y, &settings());
+    assert_eq!(verdict(&r, "logit_scale"), Verdict::Warning);
+    let s = AttackSettings { step_size: 0.0006, ..settings() };
+    let r = run(&healthy, &x, &y, &s);
+    assert_eq!(verdict(&r, "not_converged"), Verdict::Info, "{:#?}", r.checks);
 }

@@ -3,13 +3,16 @@
 //!
 //! Metadata keys (all strings): `robal.format` ("1"), `robal.model` (the
 //! [`ModelConfig`] as JSON), `robal.class_counts` (JSON list, optional),
-//! `robal.posthoc_tau` (optional), `robal.epoch`, and any caller extras under
-//! their own keys (e.g. the trainer's state).
+//! `robal.posthoc_tau` (optional), `robal.epoch`, `robal.sha256` (see
+//! [`tensor_digest`]), and any caller extras under their own keys (e.g. the
+//! trainer's state).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
+use safetensors::View;
+use sha2::{Digest, Sha256};
 
 use crate::arch::ModelConfig;
 use crate::classifier::Classifier;
@@ -22,6 +25,46 @@ pub struct CheckpointInfo {
     pub epoch: u64,
     /// Other metadata entries (keys not starting with `robal.`).
     pub extra: BTreeMap<String, String>,
+}
+
+/// Metadata key of the tensor digest.
+pub const DIGEST_KEY: &str = "robal.sha256";
+
+/// Whether a loaded file's tensors were checked against its digest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Integrity {
+    /// `robal.sha256` was present and matched the tensor bytes.
+    Verified,
+    /// The file carries no digest (written before robal-rs recorded one, or by
+    /// another tool); its tensors were loaded unchecked.
+    Unchecked,
+}
+
+/// The digest of a checkpoint's tensors, as hex: SHA-256 over every tensor in
+/// ascending name order of
+/// `name ‖ 0x00 ‖ dtype ‖ 0x00 ‖ rank (u64 LE) ‖ dims (u64 LE each) ‖ len (u64 LE) ‖ data`,
+/// where `dtype` is safetensors' name (`F32`, `I64`, ...) and `data` the little-endian
+/// bytes as stored. Independent of where the tensors sit in the file, so the
+/// same weights give the same digest whoever wrote them.
+pub fn tensor_digest<'a>(
+    tensors: impl IntoIterator<Item = (&'a str, safetensors::Dtype, &'a [usize], &'a [u8])>,
+) -> String {
+    let mut sorted: Vec<_> = tensors.into_iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(b.0));
+    let mut h = Sha256::new();
+    for (name, dtype, shape, data) in sorted {
+        h.update(name.as_bytes());
+        h.update([0]);
+        h.update(format!("{dtype:?}").as_bytes());
+        h.update([0]);
+        h.update((shape.len() as u64).to_le_bytes());
+        for &d in shape {
+            h.update((d as u64).to_le_bytes());
+        }
+        h.update((data.len() as u64).to_le_bytes());
+        h.update(data);
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn ckpt_err(path: &Path, reason: impl Into<String>) -> ModelError {
@@ -49,6 +92,8 @@ pub fn save(model: &Classifier, path: &Path, info: &CheckpointInfo) -> Result<()
         .into_iter()
         .map(|(n, t)| Ok((n, t.to_device(&Device::Cpu)?.contiguous()?)))
         .collect::<Result<_>>()?;
+    let data: Vec<_> = state.iter().map(|(n, t)| (n.as_str(), View::dtype(t), View::shape(t), View::data(t))).collect();
+    meta.insert(DIGEST_KEY.into(), tensor_digest(data.iter().map(|(n, d, s, b)| (*n, *d, *s, b.as_ref()))));
     let bytes = safetensors::serialize(state.iter().map(|(n, t)| (n.as_str(), t)), Some(meta))
         .map_err(|e| ckpt_err(path, e.to_string()))?;
     robal_data::write_atomic(path, &bytes)?;
@@ -68,21 +113,47 @@ fn read_file(path: &Path) -> Result<Vec<u8>> {
     })
 }
 
-/// Tensors and metadata of a safetensors file.
-fn read_safetensors(path: &Path) -> Result<(BTreeMap<String, Tensor>, HashMap<String, String>)> {
+/// What [`read_safetensors`] returns: tensors by name, metadata, digest check.
+type FileContents = (BTreeMap<String, Tensor>, HashMap<String, String>, Integrity);
+
+/// Tensors and metadata of a safetensors file, its digest checked when it has one.
+fn read_safetensors(path: &Path) -> Result<FileContents> {
     let bytes = read_file(path)?;
+    let view = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| ckpt_err(path, format!("not a safetensors file (truncated or corrupt?): {e}")))?;
     let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
         .map_err(|e| ckpt_err(path, format!("not a safetensors file (truncated or corrupt?): {e}")))?;
     let meta = header.metadata().clone().unwrap_or_default();
+    let integrity = match meta.get(DIGEST_KEY) {
+        None => Integrity::Unchecked,
+        Some(expected) => {
+            let views = view.tensors();
+            let actual = tensor_digest(views.iter().map(|(n, t)| (n.as_str(), t.dtype(), t.shape(), t.data())));
+            if &actual != expected {
+                return Err(ckpt_err(
+                    path,
+                    format!("tensor data does not match its checksum ({DIGEST_KEY} {expected}, computed {actual}): the file is corrupt; restore it from a copy or retrain"),
+                ));
+            }
+            Integrity::Verified
+        }
+    };
     let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
         .map_err(|e| ckpt_err(path, format!("cannot decode tensors: {e}")))?;
-    Ok((tensors.into_iter().collect(), meta))
+    Ok((tensors.into_iter().collect(), meta, integrity))
 }
 
 /// Load a robal-rs checkpoint: rebuilds the model from its metadata, then loads
-/// every tensor (exact names and shapes required).
+/// every tensor (exact names and shapes required). A file whose `robal.sha256`
+/// does not match its tensors is an error naming it.
 pub fn load(path: &Path, device: &Device) -> Result<(Classifier, CheckpointInfo)> {
-    let (tensors, meta) = read_safetensors(path)?;
+    load_checked(path, device).map(|(m, info, _)| (m, info))
+}
+
+/// [`load`], also saying whether the tensors were verified against a digest (files
+/// written before robal-rs recorded one load [`Integrity::Unchecked`]).
+pub fn load_checked(path: &Path, device: &Device) -> Result<(Classifier, CheckpointInfo, Integrity)> {
+    let (tensors, meta, integrity) = read_safetensors(path)?;
     let config_json = meta.get("robal.model").ok_or_else(|| {
         ckpt_err(path, "no `robal.model` metadata: not a robal-rs checkpoint (a PyTorch or foreign file needs --arch/--head flags and import)")
     })?;
@@ -99,13 +170,13 @@ pub fn load(path: &Path, device: &Device) -> Result<(Classifier, CheckpointInfo)
         let tau: f64 = t.parse().map_err(|_| ckpt_err(path, format!("bad `robal.posthoc_tau` {t:?}")))?;
         model.set_posthoc(Some(tau))?;
     }
-    Ok((model, info_of(meta)))
+    Ok((model, info_of(meta), integrity))
 }
 
 /// Load the tensors of `path` into an existing model (e.g. one built from flags),
 /// reporting missing, unexpected and mis-shaped tensors; returns the file's epoch and extras.
 pub fn load_weights(model: &Classifier, path: &Path) -> Result<CheckpointInfo> {
-    let (tensors, meta) = read_safetensors(path)?;
+    let (tensors, meta, _) = read_safetensors(path)?;
     load_state(model, path, &tensors)?;
     Ok(info_of(meta))
 }

@@ -95,3 +95,64 @@ fn missing_truncated_and_foreign_files_are_named() {
     let e = load(&foreign, &Device::Cpu).unwrap_err().to_string();
     assert!(e.contains("not a robal-rs checkpoint"), "{e}");
 }
+
+/// A hand-computed digest of one tensor: the layout `tensor_digest` documents, hashed
+/// by sha2 directly (name, 0, dtype, 0, rank, dims, length, little-endian data).
+#[test]
+fn digest_follows_its_documented_layout() {
+    use sha2::{Digest, Sha256};
+    let data: Vec<u8> = [1.5f32, -2.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let mut h = Sha256::new();
+    h.update(b"w\0F32\0");
+    for v in [1u64, 2, 8] {
+        h.update(v.to_le_bytes());
+    }
+    h.update(&data);
+    let expected: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let got = robal_models::checkpoint::tensor_digest([("w", safetensors::Dtype::F32, &[2usize][..], &data[..])]);
+    assert_eq!(got, expected);
+    // Order of the tensors given does not matter; their names and bytes do.
+    let a =
+        [("a", safetensors::Dtype::F32, &[2usize][..], &data[..]), ("b", safetensors::Dtype::F32, &[2][..], &data[..])];
+    let mut b = a;
+    b.reverse();
+    assert_eq!(robal_models::checkpoint::tensor_digest(a), robal_models::checkpoint::tensor_digest(b));
+    let renamed = [("c", safetensors::Dtype::F32, &[2usize][..], &data[..])];
+    assert_ne!(robal_models::checkpoint::tensor_digest(renamed), expected);
+}
+
+#[test]
+fn a_flipped_byte_in_tensor_data_is_an_error_and_old_files_load_unchecked() {
+    use robal_models::checkpoint::{load_checked, Integrity, DIGEST_KEY};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.safetensors");
+    let m = Classifier::new(config(Arch::SmallCnn, HeadConfig::Fc), &Device::Cpu, 1).unwrap();
+    save(&m, &path, &CheckpointInfo::default()).unwrap();
+    assert_eq!(load_checked(&path, &Device::Cpu).unwrap().2, Integrity::Verified);
+
+    // Flip one bit of the last tensor byte (data, not header): still a valid
+    // safetensors file, so only the digest can tell.
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01;
+    let flipped = dir.path().join("flipped.safetensors");
+    std::fs::write(&flipped, &bytes).unwrap();
+    let e = load(&flipped, &Device::Cpu).unwrap_err().to_string();
+    assert!(e.contains("flipped.safetensors") && e.contains("does not match its checksum"), "{e}");
+    let e = load_weights(&m, &flipped).unwrap_err().to_string();
+    assert!(e.contains("flipped.safetensors") && e.contains("checksum"), "{e}");
+
+    // A file written before digests existed: same tensors and metadata, no digest.
+    let bytes = std::fs::read(&path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let mut meta = header.metadata().clone().unwrap();
+    assert!(meta.remove(DIGEST_KEY).is_some());
+    let old = dir.path().join("old.safetensors");
+    safetensors::serialize_to_file(st.tensors(), Some(meta), &old).unwrap();
+    let (back, _, integrity) = load_checked(&old, &Device::Cpu).unwrap();
+    assert_eq!(integrity, Integrity::Unchecked);
+    let x = Tensor::rand(0f32, 1.0, (2, 3, 32, 32), &Device::Cpu).unwrap();
+    let (za, zb) = (m.forward(&x, Mode::Eval).unwrap(), back.forward(&x, Mode::Eval).unwrap());
+    assert_eq!(za.to_vec2::<f32>().unwrap(), zb.to_vec2::<f32>().unwrap());
+}
