@@ -154,6 +154,17 @@ impl AuditResult {
         self.flags.iter().filter(|f| f.severity == Verdict::Warning)
     }
 
+    /// Add the CE-vs-margin check on `outcomes`, read against the masking signs this
+    /// result already holds (`logit_scale`, `zero_gradients`, `steps_no_fall`
+    /// warnings); run it after the sweeps.
+    pub fn push_ce_vs_margin(&mut self, outcomes: &[AttackOutcome], config: &AuditConfig) {
+        let corroborating: Vec<&str> =
+            ["logit_scale", "zero_gradients", "steps_no_fall"].into_iter().filter(|c| self.warned(c)).collect();
+        if let Some(c) = check_ce_vs_margin(outcomes, config, &corroborating) {
+            self.push(c);
+        }
+    }
+
     /// Whether `check` gave a warning.
     pub fn warned(&self, check: &str) -> bool {
         self.warnings().any(|f| f.check == check)
@@ -240,12 +251,7 @@ pub fn audit(
     config: &AuditConfig,
 ) -> Result<AuditResult> {
     let mut r = audit_sweeps(model, x, y, settings, config)?;
-    // Last, since the sweeps may corroborate a masking reading of the gap.
-    let corroborating: Vec<&str> =
-        ["logit_scale", "zero_gradients", "steps_no_fall"].into_iter().filter(|c| r.warned(c)).collect();
-    if let Some(c) = check_ce_vs_margin(outcomes, config, &corroborating) {
-        r.push(c);
-    }
+    r.push_ce_vs_margin(outcomes, config);
     Ok(r)
 }
 

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::audit::{check_ce_vs_margin, AuditConfig, AuditResult};
+use crate::audit::{AuditConfig, AuditResult};
 use crate::error::{file_err, EvalError, Result};
 use crate::report::Report;
 use crate::runtime::square_after_gradient;
@@ -119,14 +119,10 @@ impl Evaluation {
     pub fn report(&self) -> Report {
         let mut audit = self.audit.clone();
         let config = self.audit_config.unwrap_or_default();
-        let corroborating: Vec<&str> =
-            ["logit_scale", "zero_gradients", "steps_no_fall"].into_iter().filter(|c| audit.warned(c)).collect();
         if let Some(c) = square_after_gradient(&self.outcomes) {
             audit.push(c);
         }
-        if let Some(c) = check_ce_vs_margin(&self.outcomes, &config, &corroborating) {
-            audit.push(c);
-        }
+        audit.push_ce_vs_margin(&self.outcomes, &config);
         Report::build(
             &self.checkpoint,
             &self.data,
