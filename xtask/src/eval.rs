@@ -112,7 +112,12 @@ pub fn run(a: EvalArgs) -> Result<()> {
         in_channels: a.in_channels,
         tau_p: a.tau_p,
     };
-    let mut loaded = robal_eval::load_model(&a.checkpoint, &flags, a.hf_cache.as_deref(), a.offline, &device)
+    let checkpoint = if a.checkpoint.contains("://") {
+        a.checkpoint.clone()
+    } else {
+        crate::workspace::resolve(std::path::Path::new(&a.checkpoint)).display().to_string()
+    };
+    let mut loaded = robal_eval::load_model(&checkpoint, &flags, a.hf_cache.as_deref(), a.offline, &device)
         .with_context(|| format!("loading checkpoint {}", a.checkpoint))?;
     if let Some(notice) = loaded.integrity_notice() {
         eprintln!("{notice}");
@@ -228,7 +233,8 @@ pub struct MergeArgs {
     metrics: Option<PathBuf>,
 }
 
-pub fn merge(a: MergeArgs) -> Result<()> {
+pub fn merge(mut a: MergeArgs) -> Result<()> {
+    a.dir = crate::workspace::resolve(&a.dir);
     let mut files: Vec<PathBuf> = std::fs::read_dir(&a.dir)
         .with_context(|| format!("reading the shard folder {}", a.dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -262,7 +268,8 @@ pub struct ReportArgs {
 }
 
 pub fn report(a: ReportArgs) -> Result<()> {
-    let runs = robal_eval::compare::load_runs(&a.runs)?;
+    let paths: Vec<PathBuf> = a.runs.iter().map(|p| crate::workspace::resolve(p)).collect();
+    let runs = robal_eval::compare::load_runs(&paths)?;
     println!("{}", robal_eval::compare::tables(&runs));
     let written = robal_eval::compare::write_comparison(&runs, &a.out)?;
     println!("wrote {}", written.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));

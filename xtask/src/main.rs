@@ -4,6 +4,7 @@ mod bench;
 mod data;
 mod eval;
 mod train;
+mod workspace;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};

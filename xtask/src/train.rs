@@ -21,7 +21,7 @@ pub struct TrainArgs {
     /// Override any field: --set train.lr=0.05 --set loss.m=0.2 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
-    /// Run folder (default runs/<preset>).
+    /// Run folder (default <workspace>/runs/<preset>).
     #[arg(long)]
     run_dir: Option<PathBuf>,
     /// Continue an interrupted run from its last checkpoint.
@@ -44,14 +44,17 @@ pub fn device(name: &str) -> Result<candle_core::Device> {
 }
 
 pub fn run(a: TrainArgs) -> Result<()> {
-    let path = a.config.clone().unwrap_or_else(|| PathBuf::from("configs").join(format!("{}.toml", a.preset)));
+    let path = match &a.config {
+        Some(c) => crate::workspace::resolve(c),
+        None => crate::workspace::preset(&a.preset)?,
+    };
     let mut overrides = a.set.clone();
     if let Some(e) = a.epochs {
         overrides.push(format!("train.epochs={e}"));
     }
     let cfg = TrainConfig::load(&path, &overrides)?;
     let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into());
-    let run_dir = a.run_dir.unwrap_or_else(|| PathBuf::from("runs").join(&name));
+    let run_dir = a.run_dir.clone().unwrap_or_else(|| crate::workspace::run_dir(&name));
     let dev = device(&a.device)?;
     println!(
         "training {} ({} mode, {} epochs) -> {}",

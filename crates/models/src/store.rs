@@ -113,6 +113,11 @@ impl ParamStore {
             .collect()
     }
 
+    /// Variables of one kind (parameters or buffers), sorted by name.
+    pub fn vars(&self, kind: TensorKind) -> Vec<(String, Var)> {
+        self.lock().iter().filter(|(_, e)| e.kind == kind).map(|(n, e)| (n.clone(), e.var.clone())).collect()
+    }
+
     /// Number of scalars in trainable parameters.
     pub fn num_params(&self) -> usize {
         self.lock().values().filter(|e| e.kind == TensorKind::Param).map(|e| e.var.elem_count()).sum()

@@ -7,14 +7,75 @@ use robal_models::{Arch, HeadConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{invalid, Result, TrainError};
-use crate::losses::LossConfig;
+use crate::losses::{class_balanced_weights, LossConfig, WeightedMean};
+use crate::objective::{AwpConfig, BnPasses, ClassBudget, Method};
+
+/// The training data sets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DataName {
+    /// The embedded MNIST-LT set (real digits, exp long tail, r = 0.01).
+    MnistLt,
+    /// CIFAR-10 with an LDAM-style long tail (SPEC section 1).
+    #[serde(rename = "cifar10-lt")]
+    Cifar10Lt,
+    /// CIFAR-100 with an LDAM-style long tail.
+    #[serde(rename = "cifar100-lt")]
+    Cifar100Lt,
+}
+
+impl std::fmt::Display for DataName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DataName::MnistLt => "mnist-lt",
+            DataName::Cifar10Lt => "cifar10-lt",
+            DataName::Cifar100Lt => "cifar100-lt",
+        })
+    }
+}
+
+/// Shape of the long tail: n_c = floor(img_max r^(c/(C-1))) (`exp`), or half the
+/// classes at img_max and half at floor(img_max r) (`step`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LtProfile {
+    /// Exponential decay.
+    #[default]
+    Exp,
+    /// Two steps.
+    Step,
+}
+
+/// Order of training examples.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TrainSampler {
+    /// A fresh permutation each epoch.
+    #[default]
+    Shuffle,
+    /// Class-aware re-sampling: each draw picks a class uniformly, then an example.
+    ClassBalanced,
+}
+
+/// Where the input normalisation (x - mean) / std happens.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InputNormalization {
+    /// CIFAR's channel mean/std inside the model for 3-channel data (SPEC section
+    /// "normalisation lives inside the model"); none for MNIST.
+    #[default]
+    Dataset,
+    /// Raw \[0, 1\] pixels into the first layer, as the RoBal reference code, AT-BSL,
+    /// TRADES-AWP and TAET train.
+    None,
+}
 
 /// Which data set to train on.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
     /// `mnist-lt` (embedded), `cifar10-lt` or `cifar100-lt`.
-    pub name: String,
+    pub name: DataName,
     /// Folder holding the CIFAR archive or its extracted folder (CIFAR only).
     #[serde(default = "default_data_dir")]
     pub dir: String,
@@ -22,11 +83,11 @@ pub struct DataConfig {
     #[serde(default = "default_ratio")]
     pub ratio: f64,
     /// `exp` or `step` (CIFAR only).
-    #[serde(default = "default_profile")]
-    pub profile: String,
+    #[serde(default)]
+    pub profile: LtProfile,
     /// `shuffle` or `class-balanced` (class-aware re-sampling).
-    #[serde(default = "default_sampler")]
-    pub sampler: String,
+    #[serde(default)]
+    pub sampler: TrainSampler,
     /// Training augmentation on.
     #[serde(default = "yes")]
     pub augment: bool,
@@ -50,12 +111,6 @@ fn default_data_dir() -> String {
 fn default_ratio() -> f64 {
     0.02
 }
-fn default_profile() -> String {
-    "exp".into()
-}
-fn default_sampler() -> String {
-    "shuffle".into()
-}
 fn yes() -> bool {
     true
 }
@@ -74,6 +129,9 @@ pub struct ModelSection {
     /// Post-hoc boundary adjustment tau_p at evaluation (none by default).
     #[serde(default)]
     pub posthoc_tau: Option<f64>,
+    /// Input normalisation inside the model (`dataset`) or none (`none`).
+    #[serde(default)]
+    pub normalization: InputNormalization,
 }
 
 /// Re-weighting of the loss by class.
@@ -86,6 +144,9 @@ pub enum Reweight {
     ClassBalanced {
         /// beta (0.9999).
         beta: f64,
+        /// How the weighted per-example losses are averaged.
+        #[serde(default)]
+        average: WeightedMean,
     },
     /// Deferred re-weighting: class-balanced weights from `from_epoch` on.
     Drw {
@@ -93,15 +154,31 @@ pub enum Reweight {
         beta: f64,
         /// First epoch (0-based) with weights.
         from_epoch: usize,
+        /// How the weighted per-example losses are averaged.
+        #[serde(default)]
+        average: WeightedMean,
     },
+}
+
+impl Reweight {
+    /// Class weights and their averaging at `epoch` (0-based), if any.
+    pub fn at_epoch(&self, counts: &[usize], epoch: usize) -> Option<(Vec<f64>, WeightedMean)> {
+        match self {
+            Reweight::ClassBalanced { beta, average } => Some((class_balanced_weights(counts, *beta), *average)),
+            Reweight::Drw { beta, from_epoch, average } if epoch >= *from_epoch => {
+                Some((class_balanced_weights(counts, *beta), *average))
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Training schedule and objective.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainSection {
-    /// `plain`, `pgd-at`, `trades` or `robal`.
-    pub mode: String,
+    /// The training objective: `plain`, `pgd-at`, `trades`, `robal` or `taet`.
+    pub mode: Method,
     /// Epochs.
     pub epochs: usize,
     /// Batch size.
@@ -141,6 +218,22 @@ pub struct TrainSection {
     /// Re-weighting.
     #[serde(default = "no_reweight")]
     pub reweight: Reweight,
+    /// Epochs of plain CE training before the objective takes over (TAET's first
+    /// stage: 40 of 100 epochs).
+    #[serde(default)]
+    pub clean_epochs: usize,
+    /// Train-mode forward passes per step: `minimal` (one per distinct input) or
+    /// `reference` (the RoBal/TRADES reference code's order, which updates the
+    /// BatchNorm running statistics once more per step). Gradients are the same.
+    #[serde(default)]
+    pub bn_passes: BnPasses,
+    /// HARL's weights of the class-mean loss, its variance and the squared shares (TAET).
+    #[serde(default = "harl_weights")]
+    pub harl_weights: [f64; 3],
+}
+
+fn harl_weights() -> [f64; 3] {
+    [0.1, 0.1, 0.1]
 }
 
 fn momentum() -> f64 {
@@ -172,13 +265,27 @@ pub struct AttackSection {
     pub step_size: f64,
     /// Steps.
     pub steps: usize,
-    /// `uniform` (standard) or `one-sided` (the reference code's quirk).
-    #[serde(default = "uniform")]
-    pub random_start: String,
+    /// Start of the inner attack; the method's own default when absent (uniform in
+    /// the ball; x + 0.001 N(0, 1) for TRADES and TAET).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub random_start: Option<AttackStart>,
+    /// RobustLT's per-class budgets eps_c with warm-up (METHODS.md section 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_budget: Option<ClassBudget>,
 }
 
-fn uniform() -> String {
-    "uniform".into()
+/// Start point of the training attack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AttackStart {
+    /// From the clean input.
+    Off,
+    /// x + U\[-eps, eps\] (the standard).
+    Uniform,
+    /// **quirk** of the RoBal reference code: x + eps U\[0, 1).
+    OneSided,
+    /// x + 0.001 N(0, 1) (TRADES, AT-BSL, TAET).
+    Normal,
 }
 
 /// Evaluation during and after training.
@@ -206,12 +313,22 @@ fn quick() -> usize {
     500
 }
 
+/// Which second stage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Stage2Kind {
+    /// Classifier re-training: a fresh FC head on the frozen backbone.
+    Crt,
+    /// Learnable weight scaling: per-class gains on the trained FC head.
+    Lws,
+}
+
 /// A second stage on a frozen backbone (classifier re-training or learnable weight scaling).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Stage2Section {
     /// `crt` (new head, class-balanced sampling) or `lws` (learn per-class gains).
-    pub kind: String,
+    pub kind: Stage2Kind,
     /// Epochs.
     pub epochs: usize,
     /// Learning rate.
@@ -237,6 +354,9 @@ pub struct TrainConfig {
     /// Optional second stage.
     #[serde(default)]
     pub stage2: Option<Stage2Section>,
+    /// Adversarial weight perturbation (AWP) around the objective's outer loss.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub awp: Option<AwpConfig>,
 }
 
 /// Set `dotted.key = value` in a TOML table; the value is parsed as TOML
@@ -270,9 +390,15 @@ impl TrainConfig {
         for o in overrides {
             apply_override(&mut doc, o)?;
         }
-        let cfg: TrainConfig = doc
-            .try_into()
-            .map_err(|e: toml::de::Error| TrainError::Config { origin: source.to_string(), reason: e.to_string() })?;
+        // Through the text again so that serde_path_to_error can name the field.
+        let text =
+            toml::to_string(&doc).map_err(|e| TrainError::Config { origin: source.into(), reason: e.to_string() })?;
+        let de = toml::Deserializer::parse(&text)
+            .map_err(|e| TrainError::Config { origin: source.to_string(), reason: e.to_string() })?;
+        let cfg: TrainConfig = serde_path_to_error::deserialize(de).map_err(|e| TrainError::Config {
+            origin: source.to_string(),
+            reason: format!("{}: {}", e.path(), e.inner().message()),
+        })?;
         cfg.validate().map_err(|e| match e {
             TrainError::Invalid { what, reason } => {
                 TrainError::Config { origin: source.to_string(), reason: format!("{what}: {reason}") }
@@ -298,31 +424,10 @@ impl TrainConfig {
 
     /// Check every field that serde cannot: ranges, names, and combinations.
     pub fn validate(&self) -> Result<()> {
-        if !["mnist-lt", "cifar10-lt", "cifar100-lt"].contains(&self.data.name.as_str()) {
-            return Err(invalid(
-                "data.name",
-                format!("{:?}: expected mnist-lt, cifar10-lt or cifar100-lt", self.data.name),
-            ));
-        }
         if !(self.data.ratio > 0.0 && self.data.ratio <= 1.0) {
             return Err(invalid("data.ratio", format!("{} is outside (0, 1]", self.data.ratio)));
         }
-        if !["exp", "step"].contains(&self.data.profile.as_str()) {
-            return Err(invalid("data.profile", format!("{:?}: expected exp or step", self.data.profile)));
-        }
-        if !["shuffle", "class-balanced"].contains(&self.data.sampler.as_str()) {
-            return Err(invalid(
-                "data.sampler",
-                format!("{:?}: expected shuffle or class-balanced", self.data.sampler),
-            ));
-        }
         self.arch()?;
-        if !["plain", "pgd-at", "trades", "robal"].contains(&self.train.mode.as_str()) {
-            return Err(invalid(
-                "train.mode",
-                format!("{:?}: expected plain, pgd-at, trades or robal", self.train.mode),
-            ));
-        }
         for (name, v) in [
             ("attack.eps", self.attack.eps),
             ("attack.step_size", self.attack.step_size),
@@ -332,12 +437,6 @@ impl TrainConfig {
             if !(v >= 0.0 && v.is_finite()) {
                 return Err(invalid(name, format!("{v}: must be a finite number >= 0")));
             }
-        }
-        if !["uniform", "one-sided"].contains(&self.attack.random_start.as_str()) {
-            return Err(invalid(
-                "attack.random_start",
-                format!("{:?}: expected uniform or one-sided", self.attack.random_start),
-            ));
         }
         if self.train.epochs == 0 || self.train.batch_size == 0 {
             return Err(invalid("train.epochs / train.batch_size", "must be at least 1"));
@@ -360,16 +459,25 @@ impl TrainConfig {
                 return Err(invalid("model.posthoc_tau", format!("{tau} is not finite")));
             }
         }
-        if self.train.mode == "robal" && self.train.beta_adv == 0.0 && self.train.beta_nat == 0.0 {
+        if self.train.mode == Method::Robal && self.train.beta_adv == 0.0 && self.train.beta_nat == 0.0 {
             return Err(invalid("train.beta_adv", "robal mode needs beta_adv or beta_nat > 0"));
         }
         if let Some(s2) = &self.stage2 {
-            if !["crt", "lws"].contains(&s2.kind.as_str()) {
-                return Err(invalid("stage2.kind", format!("{:?}: expected crt or lws", s2.kind)));
-            }
-            if s2.kind == "lws" && cosine {
+            if s2.kind == Stage2Kind::Lws && cosine {
                 return Err(invalid("stage2.kind", "lws rescales an FC head: set model.head.kind = \"fc\""));
             }
+        }
+        if let Some(b) = &self.attack.class_budget {
+            b.validate()?;
+        }
+        if let Some(a) = &self.awp {
+            a.validate(self.train.mode)?;
+        }
+        if self.train.clean_epochs > self.train.epochs {
+            return Err(invalid(
+                "train.clean_epochs",
+                format!("{} is more than train.epochs = {}", self.train.clean_epochs, self.train.epochs),
+            ));
         }
         Ok(())
     }

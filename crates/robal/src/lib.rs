@@ -6,8 +6,10 @@
 //! - [`losses`]: CE, sigmoid focal, class-balanced weights, LDAM, logit adjustment
 //!   (balanced softmax at tau = 1), CDT, RoBal's class-aware margin loss and the
 //!   TRADES KL term, each with its formula;
+//! - [`objective`]: one file per training method (plain, PGD-AT, TRADES, RoBal, TAET),
+//!   AWP and RobustLT's per-class budgets;
 //! - [`config`]: TOML presets (`configs/`) with `--set key=value` overrides;
-//! - [`train`](mod@train): plain, PGD-AT, TRADES and RoBal training with resumable
+//! - [`train`](mod@train): the loop that runs an objective, with resumable
 //!   checkpoints, NaN guards, progress bars and a metrics file;
 //! - [`evaluate`]: clean and PGD accuracy per class and shot group.
 
@@ -15,6 +17,7 @@ pub mod config;
 pub mod error;
 pub mod evaluate;
 pub mod losses;
+pub mod objective;
 pub mod optim;
 pub mod train;
 

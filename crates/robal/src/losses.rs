@@ -26,6 +26,17 @@ pub fn class_balanced_weights(counts: &[usize], beta: f64) -> Vec<f64> {
     raw.iter().map(|w| w * counts.len() as f64 / sum).collect()
 }
 
+/// How class-weighted per-example losses are averaged over a batch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WeightedMean {
+    /// sum_i w_{y_i} l_i / sum_i w_{y_i} (PyTorch's `cross_entropy(weight=w)`).
+    #[default]
+    Weights,
+    /// sum_i w_{y_i} l_i / B (the reference code's CB-focal baseline).
+    Batch,
+}
+
 /// The loss applied to logits during training.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
@@ -158,13 +169,29 @@ impl TrainLoss {
     /// Batch loss: mean_i l_i, or with class weights w (PyTorch's weighted CE):
     /// sum_i w_{y_i} l_i / sum_i w_{y_i}.
     pub fn forward(&self, z: &Tensor, y: &Tensor, weights: Option<&[f64]>) -> Result<Tensor> {
+        self.forward_averaged(z, y, weights, WeightedMean::Weights)
+    }
+
+    /// Batch loss with class weights averaged as `average` says:
+    /// sum_i w_{y_i} l_i / sum_i w_{y_i} (`weights`) or sum_i w_{y_i} l_i / B (`batch`).
+    pub fn forward_averaged(
+        &self,
+        z: &Tensor,
+        y: &Tensor,
+        weights: Option<&[f64]>,
+        average: WeightedMean,
+    ) -> Result<Tensor> {
         let l = self.per_example(z, y)?;
         match weights {
             None => l.mean_all(),
             Some(w) => {
                 let wt = Tensor::from_vec(w.iter().map(|&v| v as f32).collect::<Vec<f32>>(), w.len(), z.device())?
                     .index_select(y, 0)?;
-                (l * &wt)?.sum_all()?.broadcast_div(&wt.sum_all()?)
+                let total = (l * &wt)?.sum_all()?;
+                match average {
+                    WeightedMean::Weights => total.broadcast_div(&wt.sum_all()?),
+                    WeightedMean::Batch => total / y.dim(0)? as f64,
+                }
             }
         }
     }
@@ -188,4 +215,19 @@ pub fn trades_kl(z_nat: &Tensor, z_adv: &Tensor) -> Result<Tensor> {
     let log_p_adv = (log_softmax(z_adv, D::Minus1)?.exp()? + 1e-12)?.log()?;
     let b = z_nat.dim(0)? as f64;
     (p_nat * (log_p_nat - log_p_adv)?)?.sum_all()? / b
+}
+
+/// TAET's hierarchical adversarial robust loss (HARL) on per-example losses l (B,)
+/// of labels y over `classes` classes: L_c = mean of l_i over the batch items of class
+/// c (0 if absent), Lbar = mean_c L_c,
+/// HARL = w0 Lbar + w1 mean_c (L_c - Lbar)^2 + w2 sum_c (L_c / sum_k L_k)^2.
+pub fn harl(l: &Tensor, y: &Tensor, classes: usize, w: [f64; 3]) -> Result<Tensor> {
+    let onehot = one_hot(y, classes)?; // (B, C)
+    let per_class_sum = l.unsqueeze(0)?.matmul(&onehot)?.squeeze(0)?; // (C,)
+    let count = onehot.sum(0)?.clamp(1.0, f64::INFINITY)?;
+    let lc = (per_class_sum / count)?;
+    let mean = lc.mean_all()?;
+    let var = lc.broadcast_sub(&mean)?.sqr()?.mean_all()?;
+    let share = lc.broadcast_div(&(lc.sum_all()? + 1e-12)?)?.sqr()?.sum_all()?;
+    (mean * w[0])? + (var * w[1])? + (share * w[2])?
 }

@@ -1,5 +1,5 @@
-//! The trainer: plain, PGD-AT, TRADES and RoBal objectives (SPEC section 5), with
-//! checkpoints that resume bit-for-bit, NaN guards, progress and metrics.
+//! The trainer: runs any [`crate::objective`] (plus AWP, class budgets, a clean first
+//! stage), with checkpoints that resume bit-for-bit, NaN guards, progress and metrics.
 //!
 //! Run folder: `config.toml` (the config used), `metrics.jsonl` (one JSON object
 //! per epoch and per quick evaluation), `checkpoint.safetensors` +
@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
-use robal_attacks::threat::{ascent_direction, project, Norm, RandomStart};
 use robal_attacks::Pgd;
 use robal_data::{
     cifar, load_embedded, long_tailed, Cifar, Dataset, ImageSet, Loader, LoaderConfig, Profile, Sampler, Selection,
@@ -23,27 +22,29 @@ use robal_data::{
 use robal_models::checkpoint::{self, CheckpointInfo};
 use robal_models::{Classifier, HeadConfig, Mode, ModelConfig, Normalization};
 
-use crate::config::{Reweight, Stage2Section, TrainConfig};
+use crate::config::{
+    AttackStart, DataName, InputNormalization, LtProfile, Stage2Kind, Stage2Section, TrainConfig, TrainSampler,
+};
 use crate::error::{Result, TrainError};
-use crate::evaluate::{quick_eval, EvalModel, QuickEval};
-use crate::losses::{class_balanced_weights, trades_kl, TrainLoss};
+use crate::evaluate::{quick_eval, QuickEval};
+use crate::losses::TrainLoss;
+use crate::objective::{self, awp, InnerAttack, InnerLoss, Method, Objective, Plain, StepContext, WeightPerturbation};
 use crate::optim::{learning_rate, Sgd};
 
 /// Load the training and test splits a config names.
 pub fn load_data(cfg: &TrainConfig) -> Result<(ImageSet, ImageSet)> {
-    let (train, test) = match cfg.data.name.as_str() {
-        "mnist-lt" => (load_embedded("mnist-lt", Split::Train)?, load_embedded("mnist-lt", Split::Test)?),
+    let (train, test) = match cfg.data.name {
+        DataName::MnistLt => (load_embedded("mnist-lt", Split::Train)?, load_embedded("mnist-lt", Split::Test)?),
         name => {
-            let kind = if name == "cifar10-lt" { Cifar::Cifar10 } else { Cifar::Cifar100 };
+            let kind = if name == DataName::Cifar10Lt { Cifar::Cifar10 } else { Cifar::Cifar100 };
             let read = |file: &Option<String>, split| match file {
                 Some(f) => cifar::read_batch_file(f, kind),
                 None => cifar::read(&cfg.data.dir, kind, split),
             };
             let full = read(&cfg.data.train_file, Split::Train)?;
-            let profile = if cfg.data.profile == "step" {
-                Profile::Step { ratio: cfg.data.ratio }
-            } else {
-                Profile::Exp { ratio: cfg.data.ratio }
+            let profile = match cfg.data.profile {
+                LtProfile::Step => Profile::Step { ratio: cfg.data.ratio },
+                LtProfile::Exp => Profile::Exp { ratio: cfg.data.ratio },
             };
             let train = long_tailed(&full, profile, Selection::Reference { seed: 0 })?;
             let test = read(&cfg.data.test_file, Split::Test)?.with_classes(train.classes().clone())?;
@@ -68,7 +69,7 @@ pub fn load_data(cfg: &TrainConfig) -> Result<(ImageSet, ImageSet)> {
 /// Build the model a config describes (training head), recording the class counts.
 pub fn build_model(cfg: &TrainConfig, train: &ImageSet, device: &Device) -> Result<Classifier> {
     let shape = train.shape();
-    let normalization = (shape.channels == 3)
+    let normalization = (shape.channels == 3 && cfg.model.normalization == InputNormalization::Dataset)
         .then(|| Normalization { mean: vec![0.4914, 0.4822, 0.4465], std: vec![0.2471, 0.2435, 0.2616] });
     let config = ModelConfig {
         arch: cfg.arch()?,
@@ -121,22 +122,6 @@ fn append_metrics(run_dir: &Path, value: &serde_json::Value) -> Result<()> {
     let path = run_dir.join("metrics.jsonl");
     let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(io(&path))?;
     writeln!(f, "{value}").map_err(io(&path))
-}
-
-/// PGD maximising KL(p(x) || p(x_adv)) (TRADES' inner problem), model in eval mode,
-/// starting at x + 0.001 N(0,1)-like noise.
-fn pgd_kl(model: &Classifier, x: &Tensor, eps: f64, step: f64, steps: usize, seed: u64) -> Result<Tensor> {
-    let z_nat = model.forward(x, Mode::Eval)?.detach();
-    let noise = robal_attacks::threat::uniform_like(x, -0.001, 0.001, seed)?;
-    let mut x_adv = (x + noise)?.clamp(0.0, 1.0)?;
-    for _ in 0..steps {
-        let v = candle_core::Var::from_tensor(&x_adv)?;
-        let kl = trades_kl(&z_nat, &model.forward(v.as_tensor(), Mode::Eval)?)?;
-        let g = kl.backward()?;
-        let grad = g.get(v.as_tensor()).map(|t| t.detach()).unwrap_or(x_adv.zeros_like()?);
-        x_adv = project(&(&x_adv + (ascent_direction(&grad, Norm::Linf)? * step)?)?, x, eps, Norm::Linf)?;
-    }
-    Ok(x_adv)
 }
 
 fn scalar(t: &Tensor) -> Result<f32> {
@@ -201,7 +186,10 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions, device: &Device) -> Result<Ru
         robal_data::write_atomic(&config_path, config_text.as_bytes())?;
     }
     let loss = TrainLoss::new(cfg.loss.clone(), &counts, device)?;
-    let sampler = if cfg.data.sampler == "class-balanced" { Sampler::ClassBalanced } else { Sampler::Shuffle };
+    let sampler = match cfg.data.sampler {
+        TrainSampler::Shuffle => Sampler::Shuffle,
+        TrainSampler::ClassBalanced => Sampler::ClassBalanced,
+    };
     let loader_cfg = LoaderConfig {
         sampler,
         augment: cfg.data.augment,
@@ -209,18 +197,14 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions, device: &Device) -> Result<Ru
     };
     let train_arc = Arc::new(train_set);
     let loader = Loader::new(train_arc.clone(), loader_cfg, device.clone())?;
-    let random_start =
-        if cfg.attack.random_start == "one-sided" { RandomStart::OneSidedReference } else { RandomStart::Uniform };
-    let attack = Pgd { random_start, ..Pgd::linf(cfg.attack.eps, cfg.attack.step_size, cfg.attack.steps) };
+    let chosen = objective::build(cfg);
+    let params = model.store().trainable("");
     let steps_per_epoch = loader.num_batches();
     let (mut images, started) = (0usize, Instant::now());
     let last_epoch = opts.stop_after.map_or(cfg.train.epochs, |n| (first_epoch + n).min(cfg.train.epochs));
     for epoch in first_epoch..last_epoch {
-        let weights = match &cfg.train.reweight {
-            Reweight::ClassBalanced { beta } => Some(class_balanced_weights(&counts, *beta)),
-            Reweight::Drw { beta, from_epoch } if epoch >= *from_epoch => Some(class_balanced_weights(&counts, *beta)),
-            _ => None,
-        };
+        let weights = cfg.train.reweight.at_epoch(&counts, epoch);
+        let budget = cfg.attack.class_budget.map(|b| b.at_epoch(&counts, epoch, cfg.train.epochs));
         let bar = indicatif::ProgressBar::new(steps_per_epoch as u64);
         if !opts.progress {
             bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
@@ -247,50 +231,36 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions, device: &Device) -> Result<Ru
                 cfg.train.lr_gamma,
             );
             let seed = cfg.train.seed ^ ((epoch as u64) << 32 | step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-            let w = weights.as_deref();
-            let (objective, z_nat, z_adv) = match cfg.train.mode.as_str() {
-                "plain" => {
-                    let z = model.forward(x, Mode::Train)?;
-                    (loss.forward(&z, y, w)?, Some(z), None)
-                }
-                "pgd-at" => {
-                    let x_adv = attack.perturb(&EvalModel(&model), x, y, seed)?;
-                    let z = model.forward(&x_adv, Mode::Train)?;
-                    (loss.forward(&z, y, w)?, None, Some(z))
-                }
-                "trades" => {
-                    let x_adv = pgd_kl(&model, x, cfg.attack.eps, cfg.attack.step_size, cfg.attack.steps, seed)?;
-                    let z_nat = model.forward(x, Mode::Train)?;
-                    let z_adv = model.forward(&x_adv, Mode::Train)?;
-                    let obj = (loss.forward(&z_nat, y, w)? + (trades_kl(&z_nat, &z_adv)? * cfg.train.beta_reg)?)?;
-                    (obj, Some(z_nat), Some(z_adv))
-                }
-                _ => {
-                    // RoBal: beta_adv L(f(x_adv)) + beta_nat L(f(x)) + beta_reg KL(p(x) || p(x_adv)).
-                    let x_adv = attack.perturb(&EvalModel(&model), x, y, seed)?;
-                    let z_adv = model.forward(&x_adv, Mode::Train)?;
-                    let mut obj = (loss.forward(&z_adv, y, w)? * cfg.train.beta_adv)?;
-                    let mut z_nat = None;
-                    if cfg.train.beta_nat > 0.0 || cfg.train.beta_reg > 0.0 {
-                        let zn = model.forward(x, Mode::Train)?;
-                        if cfg.train.beta_nat > 0.0 {
-                            obj = (obj + (loss.forward(&zn, y, w)? * cfg.train.beta_nat)?)?;
-                        }
-                        if cfg.train.beta_reg > 0.0 {
-                            obj = (obj + (trades_kl(&zn, &z_adv)? * cfg.train.beta_reg)?)?;
-                        }
-                        z_nat = Some(zn);
-                    }
-                    (obj, z_nat, Some(z_adv))
-                }
+            let ctx = StepContext {
+                model: &model,
+                loss: &loss,
+                weights: weights.as_ref().map(|(w, a)| (w.as_slice(), *a)),
+                seed,
+                budget: budget.as_deref(),
             };
-            let value = scalar(&objective)?;
+            let method: &dyn Objective = if epoch < cfg.train.clean_epochs { &Plain } else { chosen.as_ref() };
+            let x_adv = method.craft(&ctx, x, y)?;
+            let perturbation = match &cfg.awp {
+                Some(awp) if epoch >= awp.from_epoch && method.method() != Method::Plain => {
+                    let bn = awp::snapshot_buffers(&model)?;
+                    let at_w = method.outer(&ctx, x, y, x_adv.as_ref())?;
+                    awp::restore_buffers(bn)?;
+                    Some(WeightPerturbation::apply(&params, &at_w.loss, awp.gamma)?)
+                }
+                _ => None,
+            };
+            let out = method.outer(&ctx, x, y, x_adv.as_ref())?;
+            let (step_loss, z_nat, z_adv) = (out.loss, out.clean_logits, out.adv_logits);
+            let value = scalar(&step_loss)?;
             if !value.is_finite() {
                 bar.abandon();
                 let checkpoint = if ckpt_path.is_file() { ckpt_path.display().to_string() } else { "none".into() };
                 return Err(TrainError::NonFinite { value, epoch: epoch + 1, step: step + 1, checkpoint });
             }
-            sgd.step(&objective, lr)?;
+            sgd.step(&step_loss, lr)?;
+            if let Some(p) = perturbation {
+                p.restore()?;
+            }
             loss_sum += value as f64;
             if let Some(z) = &z_nat {
                 clean.add(accuracy(&z.detach(), y)?);
@@ -345,7 +315,7 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions, device: &Device) -> Result<Ru
     let img_per_s = images as f64 / started.elapsed().as_secs_f64().max(1e-9);
     let mut eval_head = cfg.model.eval_head.unwrap_or(cfg.model.head);
     if let (Some(s2), true) = (&cfg.stage2, last_epoch == cfg.train.epochs) {
-        second_stage(&mut model, cfg, s2, train_arc.clone(), &loss, &attack, device, run_dir, opts.progress)?;
+        second_stage(&mut model, cfg, s2, train_arc.clone(), &loss, device, run_dir, opts.progress)?;
         eval_head = model.config().head;
     }
     let eval_model = with_eval_head(&model, eval_head, cfg.model.posthoc_tau)?;
@@ -389,12 +359,19 @@ fn second_stage(
     s2: &Stage2Section,
     train_set: Arc<ImageSet>,
     loss: &TrainLoss,
-    attack: &Pgd,
     device: &Device,
     run_dir: &Path,
     progress: bool,
 ) -> Result<()> {
-    let prefix = if s2.kind == "crt" {
+    let attack = InnerAttack {
+        eps: cfg.attack.eps,
+        step_size: cfg.attack.step_size,
+        steps: cfg.attack.steps,
+        start: cfg.attack.random_start.unwrap_or(AttackStart::Uniform),
+        loss: InnerLoss::CrossEntropy,
+        shared_start: false,
+    };
+    let prefix = if s2.kind == Stage2Kind::Crt {
         model.replace_head(HeadConfig::Fc, false)?;
         "head."
     } else {
@@ -413,19 +390,21 @@ fn second_stage(
         if !progress {
             bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
         }
-        bar.set_prefix(format!("{} {}/{}", s2.kind, epoch + 1, s2.epochs));
+        bar.set_prefix(format!("{:?} {}/{}", s2.kind, epoch + 1, s2.epochs));
         let (mut sum, mut n) = (0f64, 0usize);
         for (step, batch) in loader.epoch(epoch as u64).enumerate() {
             let batch = batch?;
-            let x = if cfg.train.mode == "plain" {
+            let x = if cfg.train.mode == Method::Plain {
                 batch.images.clone()
             } else {
-                attack.perturb(
-                    &EvalModel(model),
-                    &batch.images,
-                    &batch.labels,
-                    cfg.train.seed ^ (0x5 << 40 | (epoch << 20 | step) as u64),
-                )?
+                let ctx = StepContext {
+                    model,
+                    loss,
+                    weights: None,
+                    seed: cfg.train.seed ^ (0x5 << 40 | (epoch << 20 | step) as u64),
+                    budget: None,
+                };
+                attack.run(&ctx, &batch.images, &batch.labels)?
             };
             let l = loss.forward(&model.forward(&x, Mode::Eval)?, &batch.labels, None)?;
             let value = scalar(&l)?;

@@ -35,7 +35,7 @@ fn overrides_reach_every_field() {
         .unwrap();
     assert_eq!(c.train.epochs, 2);
     assert_eq!(c.train.milestones, vec![1]);
-    assert_eq!(c.data.sampler, "class-balanced");
+    assert_eq!(c.data.sampler, robal::config::TrainSampler::ClassBalanced);
     assert!(matches!(c.loss, robal::LossConfig::RobalMargin { m, .. } if m == 0.2));
 }
 
@@ -50,6 +50,12 @@ fn invalid_configs_name_the_field() {
         ("model.arch=\"vgg\"", "model.arch"),
         ("data.ratio=0", "data.ratio"),
         ("model.posthoc_tau=nan", "model.posthoc_tau"),
+        ("data.sampler=\"balanced\"", "data.sampler: unknown variant `balanced`"),
+        ("attack.random_start=\"two-sided\"", "attack.random_start"),
+        ("train.bn_passes=\"three\"", "train.bn_passes"),
+        ("awp={ gamma = -1.0 }", "awp.gamma"),
+        ("attack.class_budget={ alpha = 2.0, beta = 0.8 }", "attack.class_budget.alpha"),
+        ("train.clean_epochs=99", "train.clean_epochs"),
     ] {
         let e = default_preset(&[o]).unwrap_err().to_string();
         assert!(e.contains(want) && e.contains("mnist-lt-robal.toml"), "{o}: {e}");

@@ -1,0 +1,128 @@
+//! The inner maximisation of adversarial training: L-inf PGD with the model in
+//! evaluation mode (BatchNorm running statistics), optionally with per-example radii
+//! (RobustLT's class budgets):
+//! x_{k+1} = clip_\[0,1\](x + clip_\[-eps_i, eps_i\](x_k + alpha_i sign(grad) - x)),
+//! eps_i = eps f_{y_i}, alpha_i = alpha f_{y_i}.
+
+use candle_core::{Tensor, Var};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, StandardNormal};
+use robal_attacks::model::loss_and_grad;
+use robal_attacks::threat::{project, start, uniform_like, Norm, RandomStart};
+use robal_attacks::Loss;
+use robal_models::Mode;
+
+use super::{per_example, StepContext};
+use crate::config::AttackStart;
+use crate::error::Result;
+use crate::evaluate::EvalModel;
+use crate::losses::trades_kl;
+
+/// What the inner attack ascends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InnerLoss {
+    /// CE of the raw logits (PGD-AT, RoBal, TAET, AT-BSL).
+    CrossEntropy,
+    /// KL(p(x) || p(x_adv)) against the clean prediction (TRADES).
+    TradesKl,
+}
+
+/// L-inf PGD for training.
+#[derive(Clone, Debug)]
+pub struct InnerAttack {
+    /// Radius eps.
+    pub eps: f64,
+    /// Step size alpha.
+    pub step_size: f64,
+    /// Steps.
+    pub steps: usize,
+    /// Start point.
+    pub start: AttackStart,
+    /// Objective.
+    pub loss: InnerLoss,
+    /// With class budgets: draw the uniform start in the shared eps-ball, not eps_i's
+    /// (RobustLT's **quirk**).
+    pub shared_start: bool,
+}
+
+impl InnerAttack {
+    /// Adversarial examples for (x, y); per-example radii from `ctx.budget`.
+    pub fn run(&self, ctx: &StepContext, x: &Tensor, y: &Tensor) -> Result<Tensor> {
+        let radius = match ctx.budget {
+            Some(f) => Some(per_example(f, y)?),
+            None => None,
+        };
+        let model = EvalModel(ctx.model);
+        let z_nat = match self.loss {
+            InnerLoss::TradesKl => Some(ctx.model.forward(x, Mode::Eval)?.detach()),
+            InnerLoss::CrossEntropy => None,
+        };
+        let mut x_adv = self.start(x, radius.as_ref(), ctx.seed)?;
+        for _ in 0..self.steps {
+            let grad = match &z_nat {
+                None => loss_and_grad(&model, &x_adv, y, &Loss::CrossEntropy)?.grad,
+                Some(z_nat) => {
+                    let v = Var::from_tensor(&x_adv.detach())?;
+                    let kl = trades_kl(z_nat, &ctx.model.forward(v.as_tensor(), Mode::Eval)?)?;
+                    match kl.backward()?.get(v.as_tensor()) {
+                        Some(g) => g.detach(),
+                        None => x_adv.zeros_like()?,
+                    }
+                }
+            };
+            x_adv = match &radius {
+                None => project(&(&x_adv + (grad.sign()? * self.step_size)?)?, x, self.eps, Norm::Linf)?,
+                Some(f) => {
+                    let stepped = (&x_adv + grad.sign()?.broadcast_mul(&(f * self.step_size)?)?)?;
+                    project_per_example(&stepped, x, &(f * self.eps)?)?
+                }
+            };
+        }
+        if self.steps == 0 {
+            // The start itself may leave the ball or the box (the normal start).
+            x_adv = match &radius {
+                None => project(&x_adv, x, self.eps, Norm::Linf)?,
+                Some(f) => project_per_example(&x_adv, x, &(f * self.eps)?)?,
+            };
+        }
+        Ok(x_adv)
+    }
+
+    fn start(&self, x: &Tensor, radius: Option<&Tensor>, seed: u64) -> Result<Tensor> {
+        let radius = radius.filter(|_| !self.shared_start);
+        Ok(match (self.start, radius) {
+            (AttackStart::Off, _) => x.clone(),
+            (AttackStart::Normal, _) => (x + (standard_normal_like(x, seed)? * 0.001)?)?,
+            (AttackStart::Uniform, None) => start(x, self.eps, Norm::Linf, RandomStart::Uniform, seed)?,
+            (AttackStart::OneSided, None) => start(x, self.eps, Norm::Linf, RandomStart::OneSidedReference, seed)?,
+            (AttackStart::Uniform, Some(f)) => {
+                let u = uniform_like(x, -1.0, 1.0, seed)?;
+                (x + u.broadcast_mul(&(f * self.eps)?)?)?.clamp(0.0, 1.0)?
+            }
+            (AttackStart::OneSided, Some(f)) => {
+                let eps_i = (f * self.eps)?;
+                let u = uniform_like(x, 0.0, 1.0, seed)?;
+                project_per_example(&(x + u.broadcast_mul(&eps_i)?)?, x, &eps_i)?
+            }
+        })
+    }
+}
+
+/// clip_\[0,1\](x + clip(x_adv - x, -eps_i, eps_i)) with eps_i of shape (B, 1, 1, 1).
+pub(crate) fn project_per_example(x_adv: &Tensor, x: &Tensor, eps_i: &Tensor) -> Result<Tensor> {
+    let delta = (x_adv - x)?.broadcast_minimum(eps_i)?.broadcast_maximum(&eps_i.neg()?)?;
+    Ok((x + delta)?.clamp(0.0, 1.0)?)
+}
+
+/// N(0, 1) noise with x's shape from `seed`.
+fn standard_normal_like(x: &Tensor, seed: u64) -> Result<Tensor> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let v: Vec<f32> = (0..x.elem_count())
+        .map(|_| {
+            let z: f64 = StandardNormal.sample(&mut rng);
+            z as f32
+        })
+        .collect();
+    Ok(Tensor::from_vec(v, x.shape(), x.device())?)
+}

@@ -1,0 +1,176 @@
+//! Training objectives, one file per method. Each supplies a step: which inputs the
+//! outer loss sees ([`Objective::craft`], the inner maximisation with the model in
+//! evaluation mode) and the outer loss on them ([`Objective::outer`], train mode).
+//! The trainer ([`crate::train`]) owns data, schedule, checkpoints, metrics and AWP,
+//! and knows no method by name.
+//!
+//! | method | inner attack (craft) | outer loss |
+//! |---|---|---|
+//! | [`Plain`] | none | L(f(x)) |
+//! | [`PgdAt`] | PGD on CE | L(f(x_adv)) |
+//! | [`Trades`] | PGD on KL(p(x) \|\| p(x')) | L(f(x)) + beta KL(p(x) \|\| p(x_adv)) |
+//! | [`Robal`] | PGD on CE | beta_adv L(f(x_adv)) + beta_nat L(f(x)) + beta_reg KL |
+//! | [`Taet`] | PGD on CE | HARL of per-example L(f(x_adv)) ([`crate::losses::harl`]) |
+//!
+//! L is the configured [`crate::losses::TrainLoss`] (CE, balanced softmax, RoBal's margin
+//! loss, ...) with the configured class weights. AT-BSL is [`PgdAt`] with the balanced
+//! softmax; RobustLT's per-class budgets ([`ClassBudget`]) and AWP ([`awp`]) plug into
+//! every method.
+
+pub mod awp;
+mod budget;
+mod inner;
+mod pgd_at;
+mod plain;
+mod robal;
+mod taet;
+mod trades;
+
+use candle_core::Tensor;
+use robal_models::{Classifier, Mode};
+use serde::{Deserialize, Serialize};
+
+pub use awp::{AwpConfig, WeightPerturbation};
+pub use budget::ClassBudget;
+pub use inner::{InnerAttack, InnerLoss};
+pub use pgd_at::PgdAt;
+pub use plain::Plain;
+pub use robal::Robal;
+pub use taet::Taet;
+pub use trades::Trades;
+
+use crate::config::{AttackStart, TrainConfig};
+use crate::error::Result;
+use crate::losses::{TrainLoss, WeightedMean};
+
+/// The training method (`train.mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// Standard training on clean inputs.
+    Plain,
+    /// Madry et al.'s adversarial training (AT-BSL with `loss.kind = "logit-adjusted"`, tau 1).
+    PgdAt,
+    /// TRADES (Zhang et al. 2019).
+    Trades,
+    /// RoBal (Wu et al. 2021), SPEC section 5.
+    Robal,
+    /// TAET's second stage (HARL); the clean first stage is `train.clean_epochs`.
+    Taet,
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Method::Plain => "plain",
+            Method::PgdAt => "pgd-at",
+            Method::Trades => "trades",
+            Method::Robal => "robal",
+            Method::Taet => "taet",
+        })
+    }
+}
+
+/// How many train-mode forward passes a step makes, which decides how often the
+/// BatchNorm running statistics move (gradients are the same either way, since in
+/// train mode BatchNorm normalises by the batch's own statistics).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BnPasses {
+    /// One pass per distinct input: RoBal adv, clean; TRADES clean, adv.
+    #[default]
+    Minimal,
+    /// The reference code's passes: RoBal adv, clean, adv again for the KL term;
+    /// TRADES clean, adv, clean again for the KL term.
+    Reference,
+}
+
+/// What a step knows besides the batch.
+pub struct StepContext<'a> {
+    /// The model being trained.
+    pub model: &'a Classifier,
+    /// The configured loss L.
+    pub loss: &'a TrainLoss,
+    /// Class weights of this epoch and their averaging, if re-weighting is on.
+    pub weights: Option<(&'a [f64], WeightedMean)>,
+    /// Seed of this step's random starts.
+    pub seed: u64,
+    /// Per-class radius factors eps_c / eps of this epoch (RobustLT), if on.
+    pub budget: Option<&'a [f64]>,
+}
+
+impl StepContext<'_> {
+    /// L on logits z, weighted and averaged as configured.
+    pub fn class_loss(&self, z: &Tensor, y: &Tensor) -> Result<Tensor> {
+        let (w, avg) = match self.weights {
+            Some((w, a)) => (Some(w), a),
+            None => (None, WeightedMean::Weights),
+        };
+        Ok(self.loss.forward_averaged(z, y, w, avg)?)
+    }
+
+    /// Train-mode logits.
+    pub fn train_logits(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(self.model.forward(x, Mode::Train)?)
+    }
+}
+
+/// A step's loss and the logits it used (for batch accuracies).
+pub struct StepOutput {
+    /// The scalar to minimise.
+    pub loss: Tensor,
+    /// Logits of clean inputs, if the step computed them.
+    pub clean_logits: Option<Tensor>,
+    /// Logits of adversarial inputs, if the step computed them.
+    pub adv_logits: Option<Tensor>,
+}
+
+/// One training method.
+pub trait Objective {
+    /// Which method.
+    fn method(&self) -> Method;
+
+    /// The inputs of the outer loss besides x (adversarial examples), model in eval mode.
+    fn craft(&self, ctx: &StepContext, x: &Tensor, y: &Tensor) -> Result<Option<Tensor>>;
+
+    /// The outer loss at the crafted inputs, model in train mode.
+    fn outer(&self, ctx: &StepContext, x: &Tensor, y: &Tensor, x_adv: Option<&Tensor>) -> Result<StepOutput>;
+}
+
+/// The objective `cfg.train.mode` names, with its inner attack from `cfg.attack`.
+pub fn build(cfg: &TrainConfig) -> Box<dyn Objective> {
+    let t = &cfg.train;
+    let passes = t.bn_passes;
+    let attack = |loss, default_start| InnerAttack {
+        eps: cfg.attack.eps,
+        step_size: cfg.attack.step_size,
+        steps: cfg.attack.steps,
+        start: cfg.attack.random_start.unwrap_or(default_start),
+        loss,
+        shared_start: cfg.attack.class_budget.is_some_and(|b| b.shared_start),
+    };
+    match t.mode {
+        Method::Plain => Box::new(Plain),
+        Method::PgdAt => Box::new(PgdAt { attack: attack(InnerLoss::CrossEntropy, AttackStart::Uniform) }),
+        Method::Trades => {
+            Box::new(Trades { attack: attack(InnerLoss::TradesKl, AttackStart::Normal), beta: t.beta_reg, passes })
+        }
+        Method::Robal => Box::new(Robal {
+            attack: attack(InnerLoss::CrossEntropy, AttackStart::Uniform),
+            beta_adv: t.beta_adv,
+            beta_nat: t.beta_nat,
+            beta_reg: t.beta_reg,
+            passes,
+        }),
+        Method::Taet => {
+            Box::new(Taet { attack: attack(InnerLoss::CrossEntropy, AttackStart::Normal), weights: t.harl_weights })
+        }
+    }
+}
+
+/// A method's per-example radius factors for labels `y`, as a (B, 1, 1, 1) tensor.
+pub(crate) fn per_example(factors: &[f64], y: &Tensor) -> Result<Tensor> {
+    let f: Vec<f32> = factors.iter().map(|&v| v as f32).collect();
+    let t = Tensor::from_vec(f, factors.len(), y.device())?.index_select(y, 0)?;
+    Ok(t.reshape((y.dim(0)?, 1, 1, 1))?)
+}

@@ -1,0 +1,41 @@
+//! TRADES (Zhang et al. 2019): L(f(x)) + beta KL(p(x) || p(x_adv)), x_adv maximising the KL.
+
+use candle_core::Tensor;
+
+use super::{BnPasses, InnerAttack, Method, Objective, StepContext, StepOutput};
+use crate::error::{invalid, Result};
+use crate::losses::trades_kl;
+
+/// TRADES.
+pub struct Trades {
+    /// The inner attack (KL).
+    pub attack: InnerAttack,
+    /// beta (6).
+    pub beta: f64,
+    /// Train-mode passes: clean, adv (`minimal`); clean, adv, clean (`reference`).
+    pub passes: BnPasses,
+}
+
+impl Objective for Trades {
+    fn method(&self) -> Method {
+        Method::Trades
+    }
+
+    fn craft(&self, ctx: &StepContext, x: &Tensor, y: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(self.attack.run(ctx, x, y)?))
+    }
+
+    fn outer(&self, ctx: &StepContext, x: &Tensor, y: &Tensor, x_adv: Option<&Tensor>) -> Result<StepOutput> {
+        let x_adv = x_adv.ok_or_else(|| invalid("trades step", "called without adversarial inputs"))?;
+        let z_nat = ctx.train_logits(x)?;
+        let z_adv = ctx.train_logits(x_adv)?;
+        // The reference computes the KL term from a third (clean) pass: same values in
+        // train mode, one more update of the running statistics.
+        let z_kl = match self.passes {
+            BnPasses::Minimal => z_nat.clone(),
+            BnPasses::Reference => ctx.train_logits(x)?,
+        };
+        let loss = (ctx.class_loss(&z_nat, y)? + (trades_kl(&z_kl, &z_adv)? * self.beta)?)?;
+        Ok(StepOutput { loss, clean_logits: Some(z_nat), adv_logits: Some(z_adv) })
+    }
+}

@@ -1,0 +1,195 @@
+//! The methods after RoBal against METHODS.md's float64 test vectors and closed forms:
+//! balanced softmax, HARL, AWP's direction and exact restore, RobustLT's budgets, and
+//! the per-example radii of the inner attack.
+
+use candle_core::{Device, Tensor};
+use robal::config::AttackStart;
+use robal::losses::{harl, LossConfig, TrainLoss};
+use robal::objective::awp::{self, direction, is_perturbed, WeightPerturbation};
+use robal::objective::{ClassBudget, InnerAttack, InnerLoss, StepContext};
+use robal_models::{Arch, Classifier, HeadConfig, Mode, ModelConfig, TensorKind};
+
+/// METHODS.md's test logits z = [[1, 2, .5], [0, -1, 3]], y = [0, 2], n = [100, 10, 2].
+fn z() -> Tensor {
+    Tensor::new(&[[1f32, 2.0, 0.5], [0.0, -1.0, 3.0]], &Device::Cpu).unwrap()
+}
+fn y() -> Tensor {
+    Tensor::new(&[0u32, 2], &Device::Cpu).unwrap()
+}
+const N: [usize; 3] = [100, 10, 2];
+
+fn close(a: f64, b: f64, tol: f64) {
+    assert!((a - b).abs() <= tol * (1.0 + b.abs()), "{a} vs {b}");
+}
+
+fn scalar(t: &Tensor) -> f64 {
+    t.to_scalar::<f32>().unwrap() as f64
+}
+
+#[test]
+fn balanced_softmax_matches_the_test_vector() {
+    // BSL(z, y) = CE(z + log n, y): 0.249948, 1.275623; mean 0.762786.
+    let l = TrainLoss::new(LossConfig::LogitAdjusted { tau: 1.0 }, &N, &Device::Cpu).unwrap();
+    let per = l.per_example(&z(), &y()).unwrap().to_vec1::<f32>().unwrap();
+    close(per[0] as f64, 0.249948, 1e-5);
+    close(per[1] as f64, 1.275623, 1e-5);
+    close(scalar(&l.forward(&z(), &y(), None).unwrap()), 0.762786, 1e-5);
+}
+
+#[test]
+fn harl_matches_the_test_vector() {
+    // L = [1.464369, 0, 0.065884] (class 1 absent: 0, still averaged);
+    // 0.1 Lbar + 0.1 var + 0.1 sum shares^2 = 0.051008 + 0.045605 + 0.091760 = 0.188374.
+    let ce = TrainLoss::new(LossConfig::Ce, &N, &Device::Cpu).unwrap().per_example(&z(), &y()).unwrap();
+    close(scalar(&harl(&ce, &y(), 3, [0.1, 0.1, 0.1]).unwrap()), 0.188374, 1e-5);
+    close(scalar(&harl(&ce, &y(), 3, [0.1, 0.0, 0.0]).unwrap()), 0.051008, 1e-5);
+    close(scalar(&harl(&ce, &y(), 3, [0.0, 0.1, 0.0]).unwrap()), 0.045605, 1e-5);
+    close(scalar(&harl(&ce, &y(), 3, [0.0, 0.0, 0.1]).unwrap()), 0.091760, 1e-5);
+}
+
+#[test]
+fn awp_direction_matches_the_test_vector() {
+    // w = [[3, 0], [0, 4]], grad [[1, 2], [2, 0]]: v = [[5/3, 10/3], [10/3, 0]], ||v|| = 5;
+    // gamma 0.01: w + gamma v = [[3.016667, .033333], [.033333, 4]].
+    let w = Tensor::new(&[[3f32, 0.0], [0.0, 4.0]], &Device::Cpu).unwrap();
+    let g = Tensor::new(&[[1f32, 2.0], [2.0, 0.0]], &Device::Cpu).unwrap();
+    let v = direction(&w, &g).unwrap();
+    let want = [[5.0 / 3.0, 10.0 / 3.0], [10.0 / 3.0, 0.0]];
+    for (row, wrow) in v.to_vec2::<f32>().unwrap().iter().zip(want) {
+        for (a, b) in row.iter().zip(wrow) {
+            close(*a as f64, b, 1e-6);
+        }
+    }
+    close(scalar(&v.sqr().unwrap().sum_all().unwrap().sqrt().unwrap()), 5.0, 1e-6);
+    let moved = (&w + (v * 0.01).unwrap()).unwrap().to_vec2::<f32>().unwrap();
+    for (a, b) in moved.iter().flatten().zip([3.016667, 0.033333, 0.033333, 4.0]) {
+        close(*a as f64, b, 1e-6);
+    }
+}
+
+fn small_model() -> Classifier {
+    let cfg = ModelConfig {
+        arch: Arch::SmallCnn,
+        in_channels: 1,
+        num_classes: 10,
+        head: HeadConfig::Fc,
+        normalization: None,
+    };
+    let mut m = Classifier::new(cfg, &Device::Cpu, 3).unwrap();
+    m.set_class_counts(vec![50, 40, 30, 20, 10, 8, 6, 4, 2, 1]).unwrap();
+    m
+}
+
+fn batch() -> (Tensor, Tensor) {
+    let x = Tensor::rand(0f32, 1.0, (6, 1, 28, 28), &Device::Cpu).unwrap();
+    (x, Tensor::new(&[0u32, 1, 2, 7, 8, 9], &Device::Cpu).unwrap())
+}
+
+fn bits(m: &Classifier) -> Vec<(String, Vec<u32>)> {
+    m.store()
+        .state()
+        .into_iter()
+        .map(|(n, t)| (n, t.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|v| v.to_bits()).collect()))
+        .collect()
+}
+
+#[test]
+fn awp_perturbs_weights_by_gamma_of_their_norm_and_restores_them_bit_for_bit() {
+    let m = small_model();
+    let (x, y) = batch();
+    let before = bits(&m);
+    let params = m.store().trainable("");
+    let snapshot = awp::snapshot_buffers(&m).unwrap();
+    let loss = m.forward(&x, Mode::Train).unwrap();
+    let loss = robal::losses::cross_entropy_per_example(&loss, &y).unwrap().mean_all().unwrap();
+    awp::restore_buffers(snapshot).unwrap();
+    let old: Vec<Tensor> = params.iter().map(|(_, v)| v.as_tensor().copy().unwrap()).collect();
+    let p = WeightPerturbation::apply(&params, &loss, 0.01).unwrap();
+    let mut perturbed = 0;
+    for ((name, var), w0) in params.iter().zip(&old) {
+        let d = (var.as_tensor() - w0).unwrap();
+        let dn = scalar(&d.sqr().unwrap().sum_all().unwrap().sqrt().unwrap());
+        if is_perturbed(name, w0) {
+            let wn = scalar(&w0.sqr().unwrap().sum_all().unwrap().sqrt().unwrap());
+            close(dn, 0.01 * wn, 1e-4);
+            perturbed += 1;
+        } else {
+            assert_eq!(dn, 0.0, "{name} must not move (BatchNorm parameters and biases stay)");
+        }
+    }
+    assert!(perturbed >= 4, "conv and FC weights are perturbed ({perturbed})");
+    p.restore().unwrap();
+    assert_eq!(bits(&m), before, "weights and BatchNorm statistics after perturb + restore");
+}
+
+#[test]
+fn class_budgets_match_the_robustlt_test_vector() {
+    // CIFAR-10 rho 50, alpha .3: tau 0.459941; 255 eps_c = 5.600 8.026 ... 12.878.
+    let counts = [5000, 3237, 2096, 1357, 878, 568, 368, 238, 154, 100];
+    let b = ClassBudget { alpha: 0.3, beta: 0.8, shared_start: false };
+    close(b.tau(&counts), 0.459941, 1e-5);
+    let want = [5.600, 8.026, 9.031, 9.802, 10.453, 11.027, 11.543, 12.021, 12.464, 12.878];
+    let f = b.factors(&counts);
+    for (fc, w) in f.iter().zip(want) {
+        assert!((fc * 8.0 - w).abs() < 5e-4, "{} vs {w}", fc * 8.0);
+    }
+    // The prior-weighted mean radius is eps.
+    let total: usize = counts.iter().sum();
+    close(counts.iter().zip(&f).map(|(&n, fc)| n as f64 / total as f64 * fc).sum(), 1.0, 1e-12);
+    // Warm-up beta .8, E 100: s = 0, .0125, .5, 1 at e = 1, 2, 41, 81 (1-based).
+    for (e, s) in [(1, 0.0), (2, 0.0125), (41, 0.5), (81, 1.0), (100, 1.0)] {
+        close(b.warmup(e - 1, 100), s, 1e-12);
+    }
+    assert_eq!(ClassBudget { beta: 0.0, ..b }.warmup(0, 100), 1.0);
+    assert_eq!(b.factors(&[7, 7, 7]), vec![1.0; 3], "balanced counts keep eps");
+    assert!(b.validate().is_ok() && ClassBudget { alpha: 1.5, ..b }.validate().is_err());
+}
+
+#[test]
+fn inner_attack_uses_each_examples_radius_and_step() {
+    // One signed step of size eps_i from the clean point (start off): every pixel with a
+    // nonzero gradient moves by exactly eps_i, up to the [0, 1] box.
+    let m = small_model();
+    let (x, y) = batch();
+    let x = ((x * 0.5).unwrap() + 0.25).unwrap(); // in [0.25, 0.75]: no clipping at eps <= 0.25
+    let loss = TrainLoss::new(LossConfig::Ce, &[1; 10], &Device::Cpu).unwrap();
+    let factors = [0.5, 1.0, 1.5, 1.0, 1.0, 1.0, 1.0, 2.0, 0.0, 1.0];
+    let ctx = StepContext { model: &m, loss: &loss, weights: None, seed: 1, budget: Some(&factors) };
+    let attack = InnerAttack {
+        eps: 0.1,
+        step_size: 0.1,
+        steps: 1,
+        start: AttackStart::Off,
+        loss: InnerLoss::CrossEntropy,
+        shared_start: false,
+    };
+    let adv = attack.run(&ctx, &x, &y).unwrap();
+    let delta = (adv - &x).unwrap().abs().unwrap().flatten_from(1).unwrap().to_vec2::<f32>().unwrap();
+    for (row, &label) in delta.iter().zip(&[0usize, 1, 2, 7, 8, 9]) {
+        let eps_i = 0.1 * factors[label];
+        let max = row.iter().cloned().fold(0f32, f32::max) as f64;
+        close(max, eps_i, 1e-5);
+        let moved = row.iter().filter(|&&d| (d as f64 - eps_i).abs() < 1e-5).count();
+        assert!(moved as f64 > 0.9 * row.len() as f64, "class {label}: {moved} of {} pixels at eps_i", row.len());
+    }
+    // Many steps with a uniform start never leave eps_i's ball.
+    let attack = InnerAttack { steps: 5, step_size: 0.05, start: AttackStart::Uniform, ..attack };
+    let adv = attack.run(&ctx, &x, &y).unwrap();
+    let delta = (adv - &x).unwrap().abs().unwrap().flatten_from(1).unwrap().max(1).unwrap().to_vec1::<f32>().unwrap();
+    for (d, &label) in delta.iter().zip(&[0usize, 1, 2, 7, 8, 9]) {
+        assert!(*d as f64 <= 0.1 * factors[label] + 1e-6, "class {label}: {d}");
+    }
+}
+
+#[test]
+fn buffer_snapshot_undoes_a_train_mode_pass() {
+    let m = small_model();
+    let (x, _) = batch();
+    let before = bits(&m);
+    let s = awp::snapshot_buffers(&m).unwrap();
+    assert!(!s.is_empty() && s.len() == m.store().vars(TensorKind::Buffer).len());
+    m.forward(&x, Mode::Train).unwrap();
+    assert_ne!(bits(&m), before, "a train-mode pass moves the running statistics");
+    awp::restore_buffers(s).unwrap();
+    assert_eq!(bits(&m), before);
+}
