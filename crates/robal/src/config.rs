@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{invalid, Result, TrainError};
 use crate::losses::{class_balanced_weights, LossConfig, WeightedMean};
-use crate::objective::{AwpConfig, BnPasses, ClassBudget, Method};
+use crate::objective::{AwpConfig, BnPasses, ClassBudget, Method, ReatConfig};
 
 /// The training data sets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -177,7 +177,7 @@ impl Reweight {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainSection {
-    /// The training objective: `plain`, `pgd-at`, `trades`, `robal` or `taet`.
+    /// The training objective: `plain`, `pgd-at`, `trades`, `robal`, `taet` or `reat`.
     pub mode: Method,
     /// Epochs.
     pub epochs: usize,
@@ -357,6 +357,9 @@ pub struct TrainConfig {
     /// Adversarial weight perturbation (AWP) around the objective's outer loss.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub awp: Option<AwpConfig>,
+    /// REAT's settings (`train.mode = "reat"`); defaults when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reat: Option<ReatConfig>,
 }
 
 /// Set `dotted.key = value` in a TOML table; the value is parsed as TOML

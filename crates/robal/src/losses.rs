@@ -231,3 +231,89 @@ pub fn harl(l: &Tensor, y: &Tensor, classes: usize, w: [f64; 3]) -> Result<Tenso
     let share = lc.broadcast_div(&(lc.sum_all()? + 1e-12)?)?.sqr()?.sum_all()?;
     (mean * w[0])? + (var * w[1])? + (share * w[2])?
 }
+
+/// REAT's re-balancing weights (METHODS.md section 3): b_c = (n_c - 1) / n_c,
+/// E_c = (1 - b_c^a_c) / (1 - b_c), w_c = 1 / (E_c + 1e-5) rescaled to sum C, with a_c the
+/// training examples whose adversarial version was predicted as c in the last epoch.
+/// With `clamp_counts`, a_c = 0 counts as 1 (E_c = 1); otherwise (the official code's
+/// **quirk**) it gives E_c = 0 and w_c ~ 1e5 before the rescaling.
+pub fn rbl_weights(counts: &[usize], predicted: &[usize], clamp_counts: bool) -> Vec<f64> {
+    let raw: Vec<f64> = counts
+        .iter()
+        .zip(predicted)
+        .map(|(&n, &a)| {
+            let a = if clamp_counts { a.max(1) } else { a } as f64;
+            let e = if n <= 1 {
+                a // b_c = 0: E_c = 1 for a >= 1 (and 0 for a = 0), the limit of the sum form
+                    .min(1.0)
+            } else {
+                let b = (n as f64 - 1.0) / n as f64;
+                (1.0 - b.powf(a)) / (1.0 - b)
+            };
+            1.0 / (e + 1e-5)
+        })
+        .collect();
+    let sum: f64 = raw.iter().sum();
+    raw.iter().map(|w| w * counts.len() as f64 / sum).collect()
+}
+
+/// RBL = sum_i w_{y_i} CE_i / sum_i w_{y_i} (REAT's inner objective), on logits z.
+pub fn rbl(z: &Tensor, y: &Tensor, weights: &[f64]) -> Result<Tensor> {
+    let w: Vec<f32> = weights.iter().map(|&v| v as f32).collect();
+    let wt = Tensor::from_vec(w, weights.len(), z.device())?.index_select(y, 0)?;
+    (cross_entropy_per_example(z, y)? * &wt)?.sum_all()?.broadcast_div(&wt.sum_all()?)
+}
+
+/// How REAT's TAIL term is reduced over pairs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TailReduction {
+    /// (1 / (|I| B)) sum_{i in I} sum_j s_ij (w'_{y_i} + w'_{y_j}) KL(p_i || q_j).
+    #[default]
+    Pairwise,
+    /// The official code (**quirk**): (1/|I|) sum_{i in I} [sum_j KL(p_i || q_j) / (B D)]
+    /// [sum_j s_ij (w'_{y_i} + w'_{y_j}) / B], which averages the pair weights away.
+    Official,
+}
+
+/// REAT's TAIL term on penultimate features h (B, D) of labels y, with class counts n:
+/// tail classes T = {2 floor(C/3) + 1, ..., C - 1}, w'_c = sqrt(N / n_c),
+/// s_ij = -1 if y_j = y_i else +1, q_j = softmax(h_j), p_i = softmax(h_i) (constant),
+/// I = batch items with a tail label (TAIL = 0 if none); reduced as `reduction` says.
+pub fn tail(h: &Tensor, y: &Tensor, counts: &[usize], reduction: TailReduction) -> Result<Tensor> {
+    let (b, d) = h.dims2()?;
+    let c = counts.len();
+    let labels = y.to_vec1::<u32>()?;
+    let first_tail = 2 * (c / 3) + 1;
+    let in_tail: Vec<f32> = labels.iter().map(|&l| f32::from(l as usize >= first_tail)).collect();
+    let n_tail: f32 = in_tail.iter().sum();
+    if n_tail == 0.0 {
+        return h.zeros_like()?.sum_all();
+    }
+    let total: usize = counts.iter().sum();
+    let wc: Vec<f64> = counts.iter().map(|&n| (total as f64 / n.max(1) as f64).sqrt()).collect();
+    let mut pair = vec![0f32; b * b];
+    for i in 0..b {
+        for j in 0..b {
+            let s = if labels[i] == labels[j] { -1.0 } else { 1.0 };
+            pair[i * b + j] = (s * (wc[labels[i] as usize] + wc[labels[j] as usize])) as f32;
+        }
+    }
+    let dev = h.device();
+    let pair = Tensor::from_vec(pair, (b, b), dev)?;
+    let mask = Tensor::from_vec(in_tail, (b, 1), dev)?;
+    let log_q = log_softmax(h, D::Minus1)?; // (B, D)
+    let log_p = log_q.detach();
+    let p = log_p.exp()?;
+    // KL(p_i || q_j) = sum_d p_id log p_id - (p log_q^T)_ij.
+    let neg_entropy = (&p * &log_p)?.sum_keepdim(1)?; // (B, 1)
+    let kl = neg_entropy.broadcast_sub(&p.matmul(&log_q.t()?)?)?; // (B, B)
+    match reduction {
+        TailReduction::Pairwise => (kl * pair)?.broadcast_mul(&mask)?.sum_all()? / (n_tail as f64 * b as f64),
+        TailReduction::Official => {
+            let kl_mean = (kl.sum_keepdim(1)? / (b * d) as f64)?;
+            let w_mean = (pair.sum_keepdim(1)? / b as f64)?;
+            (kl_mean * w_mean)?.broadcast_mul(&mask)?.sum_all()? / n_tail as f64
+        }
+    }
+}

@@ -158,6 +158,7 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions, device: &Device) -> Result<Ru
     let counts = train_set.classes().train_counts().to_vec();
     let mut model = build_model(cfg, &train_set, device)?;
     let mut sgd = Sgd::new(model.store().trainable(""), cfg.train.momentum, cfg.train.weight_decay);
+    let chosen = objective::build(cfg);
     let mut first_epoch = 0usize;
     if opts.resume {
         let saved = std::fs::read_to_string(&config_path).map_err(|_| TrainError::Resume {
@@ -171,7 +172,11 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions, device: &Device) -> Result<Ru
             });
         }
         if ckpt_path.is_file() {
-            first_epoch = checkpoint::load_weights(&model, &ckpt_path)?.epoch as usize;
+            let info = checkpoint::load_weights(&model, &ckpt_path)?;
+            first_epoch = info.epoch as usize;
+            if let Some(state) = info.extra.get(OBJECTIVE_STATE_KEY) {
+                chosen.load_state(state)?;
+            }
             let opt_path = optimizer_path(run_dir, first_epoch);
             let opt = candle_core::safetensors::load(&opt_path, device)
                 .map_err(|e| TrainError::Resume { path: opt_path.display().to_string(), reason: e.to_string() })?;
@@ -197,7 +202,6 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions, device: &Device) -> Result<Ru
     };
     let train_arc = Arc::new(train_set);
     let loader = Loader::new(train_arc.clone(), loader_cfg, device.clone())?;
-    let chosen = objective::build(cfg);
     let params = model.store().trainable("");
     let steps_per_epoch = loader.num_batches();
     let (mut images, started) = (0usize, Instant::now());
@@ -250,6 +254,7 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions, device: &Device) -> Result<Ru
                 _ => None,
             };
             let out = method.outer(&ctx, x, y, x_adv.as_ref())?;
+            method.observe(y, &out)?;
             let (step_loss, z_nat, z_adv) = (out.loss, out.clean_logits, out.adv_logits);
             let value = scalar(&step_loss)?;
             if !value.is_finite() {
@@ -280,6 +285,9 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions, device: &Device) -> Result<Ru
             bar.inc(1);
         }
         bar.finish_and_clear();
+        if epoch >= cfg.train.clean_epochs {
+            chosen.end_epoch();
+        }
         images += n_img;
         let secs = epoch_start.elapsed().as_secs_f64();
         let n = n_steps.max(1) as f64;
@@ -295,7 +303,8 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions, device: &Device) -> Result<Ru
             // momentum files go. A kill at any moment leaves a checkpoint whose
             // optimizer file exists.
             robal_data::write_atomic(&optimizer_path(run_dir, done), &safetensors_bytes(sgd.state())?)?;
-            checkpoint::save(&model, &ckpt_path, &CheckpointInfo { epoch: done as u64, extra: Default::default() })?;
+            let extra = chosen.state().map(|s| (OBJECTIVE_STATE_KEY.to_string(), s)).into_iter().collect();
+            checkpoint::save(&model, &ckpt_path, &CheckpointInfo { epoch: done as u64, extra })?;
             remove_optimizer_states(run_dir, Some(done));
         }
         if cfg.eval.every > 0 && done % cfg.eval.every == 0 && done < cfg.train.epochs {
@@ -429,6 +438,9 @@ fn second_stage(
     }
     Ok(())
 }
+
+/// Checkpoint metadata key of the objective's epoch-to-epoch state (REAT's counts).
+pub const OBJECTIVE_STATE_KEY: &str = "objective_state";
 
 /// Metadata key of `model.safetensors` holding the training config (TOML), so that the
 /// final model names its data set and threat model by itself.

@@ -193,3 +193,34 @@ fn buffer_snapshot_undoes_a_train_mode_pass() {
     awp::restore_buffers(s).unwrap();
     assert_eq!(bits(&m), before);
 }
+
+#[test]
+fn rbl_matches_the_test_vector() {
+    // a = [90, 15, 7]: E = [59.526803, 7.941089, 1.984375], w = [0.077935, 0.584203,
+    // 2.337862]; RBL 0.110999794.
+    let w = robal::losses::rbl_weights(&N, &[90, 15, 7], true);
+    for (a, b) in w.iter().zip([0.077935, 0.584203, 2.337862]) {
+        close(*a, b, 1e-5);
+    }
+    close(scalar(&robal::losses::rbl(&z(), &y(), &w).unwrap()), 0.110999794, 1e-6);
+    // The quirk: a zero count gives a weight ~1e5 before rescaling (it takes nearly all).
+    let quirk = robal::losses::rbl_weights(&N, &[90, 0, 7], false);
+    assert!(quirk[1] > 2.99, "{quirk:?}");
+    let clamped = robal::losses::rbl_weights(&N, &[90, 0, 7], true);
+    assert!(clamped[1] < 2.0, "{clamped:?}");
+}
+
+#[test]
+fn tail_matches_the_test_vector_in_both_reductions() {
+    // CIFAR-10 rho 50 counts, y = [9, 9, 0], h = [[1,0,0],[0,1,0],[0,0,2]]:
+    // code -1.508685, pairwise 0.910253.
+    let counts = [5000, 3237, 2096, 1357, 878, 568, 368, 238, 154, 100];
+    let h = Tensor::new(&[[1f32, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 2.0]], &Device::Cpu).unwrap();
+    let y = Tensor::new(&[9u32, 9, 0], &Device::Cpu).unwrap();
+    use robal::losses::{tail, TailReduction};
+    close(scalar(&tail(&h, &y, &counts, TailReduction::Official).unwrap()), -1.508685, 1e-5);
+    close(scalar(&tail(&h, &y, &counts, TailReduction::Pairwise).unwrap()), 0.910253, 1e-5);
+    // No tail label in the batch: 0.
+    let head = Tensor::new(&[0u32, 1, 2], &Device::Cpu).unwrap();
+    assert_eq!(scalar(&tail(&h, &head, &counts, TailReduction::Pairwise).unwrap()), 0.0);
+}

@@ -130,6 +130,8 @@ fn newer_methods_train_taet_awp_and_class_budgets() {
         vec!["train.mode=\"trades\"", "train.beta_reg=6.0", "awp={ gamma = 0.005, from_epoch = 1 }"],
         vec!["attack.class_budget={ alpha = 0.3, beta = 0.8 }", "loss={ kind = \"logit-adjusted\", tau = 1.0 }"],
         vec!["attack.class_budget={ alpha = 0.3, beta = 0.0, shared_start = true }", "attack.random_start=\"off\""],
+        vec!["train.mode=\"reat\"", "loss={ kind = \"logit-adjusted\", tau = 1.0 }"],
+        vec!["train.mode=\"reat\"", "reat={ tail = \"official\", clamp_counts = false }"],
     ] {
         let mut o = vec!["train.epochs=2", "train.milestones=[1]"];
         o.extend(extra.iter().copied());
@@ -137,6 +139,14 @@ fn newer_methods_train_taet_awp_and_class_budgets() {
         let dir = tempfile::tempdir().unwrap();
         let s = train(&cfg, &opts(dir.path()), &Device::Cpu).unwrap_or_else(|e| panic!("{extra:?}: {e}"));
         assert!(s.eval.clean.overall.is_finite(), "{extra:?}");
+        if extra.iter().any(|e| e.contains("reat")) {
+            // The prediction counts of the last epoch travel with the checkpoint.
+            let (_, info) =
+                robal_models::checkpoint::load(&dir.path().join("checkpoint.safetensors"), &Device::Cpu).unwrap();
+            let state: serde_json::Value = serde_json::from_str(&info.extra["objective_state"]).unwrap();
+            let current: u64 = state["current"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).sum();
+            assert_eq!(current, 128, "{extra:?}: one prediction per image of the last epoch (4 batches of 32)");
+        }
         let lines = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
         for l in lines.lines() {
             let v: serde_json::Value = serde_json::from_str(l).unwrap();

@@ -17,7 +17,7 @@ use super::{per_example, StepContext};
 use crate::config::AttackStart;
 use crate::error::Result;
 use crate::evaluate::EvalModel;
-use crate::losses::trades_kl;
+use crate::losses::{rbl, trades_kl};
 
 /// What the inner attack ascends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,6 +49,18 @@ pub struct InnerAttack {
 impl InnerAttack {
     /// Adversarial examples for (x, y); per-example radii from `ctx.budget`.
     pub fn run(&self, ctx: &StepContext, x: &Tensor, y: &Tensor) -> Result<Tensor> {
+        self.run_weighted(ctx, x, y, None)
+    }
+
+    /// [`Self::run`] with CE re-weighted by class, sum_i w_{y_i} CE_i / sum_i w_{y_i}
+    /// (REAT's RBL), when `class_weights` is given and the loss is CE.
+    pub fn run_weighted(
+        &self,
+        ctx: &StepContext,
+        x: &Tensor,
+        y: &Tensor,
+        class_weights: Option<&[f64]>,
+    ) -> Result<Tensor> {
         let radius = match ctx.budget {
             Some(f) => Some(per_example(f, y)?),
             None => None,
@@ -60,9 +72,17 @@ impl InnerAttack {
         };
         let mut x_adv = self.start(x, radius.as_ref(), ctx.seed)?;
         for _ in 0..self.steps {
-            let grad = match &z_nat {
-                None => loss_and_grad(&model, &x_adv, y, &Loss::CrossEntropy)?.grad,
-                Some(z_nat) => {
+            let grad = match (&z_nat, class_weights) {
+                (None, None) => loss_and_grad(&model, &x_adv, y, &Loss::CrossEntropy)?.grad,
+                (None, Some(w)) => {
+                    let v = Var::from_tensor(&x_adv.detach())?;
+                    let l = rbl(&ctx.model.forward(v.as_tensor(), Mode::Eval)?, y, w)?;
+                    match l.backward()?.get(v.as_tensor()) {
+                        Some(g) => g.detach(),
+                        None => x_adv.zeros_like()?,
+                    }
+                }
+                (Some(z_nat), _) => {
                     let v = Var::from_tensor(&x_adv.detach())?;
                     let kl = trades_kl(z_nat, &ctx.model.forward(v.as_tensor(), Mode::Eval)?)?;
                     match kl.backward()?.get(v.as_tensor()) {

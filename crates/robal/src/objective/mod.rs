@@ -11,6 +11,7 @@
 //! | [`Trades`] | PGD on KL(p(x) \|\| p(x')) | L(f(x)) + beta KL(p(x) \|\| p(x_adv)) |
 //! | [`Robal`] | PGD on CE | beta_adv L(f(x_adv)) + beta_nat L(f(x)) + beta_reg KL |
 //! | [`Taet`] | PGD on CE | HARL of per-example L(f(x_adv)) ([`crate::losses::harl`]) |
+//! | [`Reat`] | PGD on RBL | L(f(x_adv)) + TAIL(h(x_adv)) ([`crate::losses::tail`]) |
 //!
 //! L is the configured [`crate::losses::TrainLoss`] (CE, balanced softmax, RoBal's margin
 //! loss, ...) with the configured class weights. AT-BSL is [`PgdAt`] with the balanced
@@ -22,6 +23,7 @@ mod budget;
 mod inner;
 mod pgd_at;
 mod plain;
+mod reat;
 mod robal;
 mod taet;
 mod trades;
@@ -35,6 +37,7 @@ pub use budget::ClassBudget;
 pub use inner::{InnerAttack, InnerLoss};
 pub use pgd_at::PgdAt;
 pub use plain::Plain;
+pub use reat::{Reat, ReatConfig};
 pub use robal::Robal;
 pub use taet::Taet;
 pub use trades::Trades;
@@ -57,6 +60,8 @@ pub enum Method {
     Robal,
     /// TAET's second stage (HARL); the clean first stage is `train.clean_epochs`.
     Taet,
+    /// REAT: RBL inner loss, L + TAIL outer loss (`[reat]`).
+    Reat,
 }
 
 impl std::fmt::Display for Method {
@@ -67,6 +72,7 @@ impl std::fmt::Display for Method {
             Method::Trades => "trades",
             Method::Robal => "robal",
             Method::Taet => "taet",
+            Method::Reat => "reat",
         })
     }
 }
@@ -135,6 +141,24 @@ pub trait Objective {
 
     /// The outer loss at the crafted inputs, model in train mode.
     fn outer(&self, ctx: &StepContext, x: &Tensor, y: &Tensor, x_adv: Option<&Tensor>) -> Result<StepOutput>;
+
+    /// See a finished step (labels and what [`Objective::outer`] returned).
+    fn observe(&self, _y: &Tensor, _out: &StepOutput) -> Result<()> {
+        Ok(())
+    }
+
+    /// The epoch is over.
+    fn end_epoch(&self) {}
+
+    /// State carried from epoch to epoch, saved with each checkpoint (JSON).
+    fn state(&self) -> Option<String> {
+        None
+    }
+
+    /// Restore a [`Objective::state`] on resume.
+    fn load_state(&self, _state: &str) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// The objective `cfg.train.mode` names, with its inner attack from `cfg.attack`.
@@ -164,6 +188,9 @@ pub fn build(cfg: &TrainConfig) -> Box<dyn Objective> {
         }),
         Method::Taet => {
             Box::new(Taet { attack: attack(InnerLoss::CrossEntropy, AttackStart::Normal), weights: t.harl_weights })
+        }
+        Method::Reat => {
+            Box::new(Reat::new(attack(InnerLoss::CrossEntropy, AttackStart::Uniform), cfg.reat.unwrap_or_default()))
         }
     }
 }
