@@ -4,6 +4,7 @@
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
+use crate::augment::Policy;
 use crate::error::{invalid, Result};
 use crate::meta::{count_labels, ClassInfo};
 
@@ -57,21 +58,25 @@ pub trait Dataset: Send + Sync {
 }
 
 /// Training augmentation for small in-memory images (SPEC section 2):
-/// a random crop of the original size from the image zero-padded by `pad` on
-/// every side, then a horizontal flip with probability 1/2 if `flip`.
+/// a random crop of the original size from the image padded by `pad` on
+/// every side (zeros, or a mirror image without the edge repeated if `reflect`),
+/// then a horizontal flip with probability 1/2 if `flip`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PadCropFlip {
-    /// Zero padding on each side before the crop (4 on CIFAR).
+    /// Padding on each side before the crop (4 on CIFAR).
     pub pad: usize,
     /// Flip horizontally with probability 1/2 (off for digits).
     pub flip: bool,
+    /// Reflect padding (index -k reads k, w - 1 + k reads w - 1 - k; AT-AWP's crop)
+    /// instead of zeros.
+    pub reflect: bool,
 }
 
 impl PadCropFlip {
     /// CIFAR's augmentation: pad 4, flip.
-    pub const CIFAR: Self = Self { pad: 4, flip: true };
+    pub const CIFAR: Self = Self { pad: 4, flip: true, reflect: false };
     /// No augmentation.
-    pub const NONE: Self = Self { pad: 0, flip: false };
+    pub const NONE: Self = Self { pad: 0, flip: false, reflect: false };
 
     /// Apply to one CHW image `src` of `shape`, writing into `out`.
     ///
@@ -87,16 +92,30 @@ impl PadCropFlip {
         for c in 0..shape.channels {
             let plane = &src[c * shape.height * shape.width..(c + 1) * shape.height * shape.width];
             let dst = &mut out[c * shape.height * shape.width..(c + 1) * shape.height * shape.width];
+            let mirror = |v: isize, n: isize| {
+                let v = if v < 0 { -v } else { v };
+                if v >= n {
+                    2 * (n - 1) - v
+                } else {
+                    v
+                }
+            };
             for y in 0..h {
-                let sy = y + dy;
+                let mut sy = y + dy;
                 let row = &mut dst[(y * w) as usize..((y + 1) * w) as usize];
+                if (sy < 0 || sy >= h) && self.reflect {
+                    sy = mirror(sy, h);
+                }
                 if sy < 0 || sy >= h {
                     row.fill(0);
                     continue;
                 }
                 for x in 0..w {
                     let xc = if flip { w - 1 - x } else { x };
-                    let sx = xc + dx;
+                    let mut sx = xc + dx;
+                    if (sx < 0 || sx >= w) && self.reflect {
+                        sx = mirror(sx, w);
+                    }
                     row[x as usize] = if sx < 0 || sx >= w { 0 } else { plane[(sy * w + sx) as usize] };
                 }
             }
@@ -112,6 +131,7 @@ pub struct ImageSet {
     shape: ImageShape,
     classes: ClassInfo,
     augmentation: PadCropFlip,
+    policy: Option<Policy>,
 }
 
 impl ImageSet {
@@ -136,7 +156,7 @@ impl ImageSet {
                 format!("example {i} has label {l}, expected 0..{}", classes.num_classes()),
             ));
         }
-        Ok(Self { pixels, labels, shape, classes, augmentation: PadCropFlip::NONE })
+        Ok(Self { pixels, labels, shape, classes, augmentation: PadCropFlip::NONE, policy: None })
     }
 
     /// The same set with a training augmentation (used when the loader asks for one).
@@ -148,6 +168,18 @@ impl ImageSet {
     /// The training augmentation in use.
     pub fn augmentation(&self) -> PadCropFlip {
         self.augmentation
+    }
+
+    /// The same set with an augmentation policy applied before pad-crop-flip in
+    /// training (`None`: pad-crop-flip only).
+    pub fn with_policy(mut self, policy: Option<Policy>) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The augmentation policy in use, if any.
+    pub fn policy(&self) -> Option<Policy> {
+        self.policy
     }
 
     /// Pixels of example `i`, u8 CHW.
@@ -178,7 +210,14 @@ impl ImageSet {
             pixels.extend_from_slice(self.image(i));
             labels.push(self.labels[i]);
         }
-        Ok(Self { pixels, labels, shape: self.shape, classes: self.classes.clone(), augmentation: self.augmentation })
+        Ok(Self {
+            pixels,
+            labels,
+            shape: self.shape,
+            classes: self.classes.clone(),
+            augmentation: self.augmentation,
+            policy: self.policy,
+        })
     }
 
     /// The same images with other class metadata (e.g. the training counts of a long-tailed subset).
@@ -220,7 +259,13 @@ impl Dataset for ImageSet {
             return Err(invalid("example index", format!("{index} out of range for {} examples", self.labels.len())));
         }
         match augment {
-            Some(rng) => self.augmentation.apply(self.image(index), self.shape, rng, out),
+            Some(rng) => match &self.policy {
+                Some(p) => {
+                    let img = p.apply(self.image(index), self.shape, rng);
+                    self.augmentation.apply(&img, self.shape, rng, out)
+                }
+                None => self.augmentation.apply(self.image(index), self.shape, rng, out),
+            },
             None => out.copy_from_slice(self.image(index)),
         }
         Ok(())

@@ -30,7 +30,7 @@ pub const TRAIN_RATIO: f64 = 0.01;
 pub const SELECTION_SEED: u64 = 0;
 
 /// Training augmentation for digits: shift by up to 2 pixels, never flip.
-pub const MNIST_AUGMENTATION: PadCropFlip = PadCropFlip { pad: 2, flip: false };
+pub const MNIST_AUGMENTATION: PadCropFlip = PadCropFlip { pad: 2, flip: false, reflect: false };
 
 static TRAIN_GZ: &[u8] = include_bytes!("../../../data/mnist-lt/train.bin.gz");
 static TEST_GZ: &[u8] = include_bytes!("../../../data/mnist-lt/test.bin.gz");

@@ -10,6 +10,7 @@
 //! - [`imagenet_lt`]: ImageNet-LT split files over an image root;
 //! - [`embedded`]: the compiled-in default set `mnist-lt`;
 //! - [`loader`]: the threaded batch pipeline producing candle tensors;
+//! - [`augment`]: AutoAugment, RandAugment and TrivialAugment as torchvision defines them;
 //! - [`meta`]: class names, counts, prior pi and shot groups;
 //! - [`atomic`]: temp-file-and-rename writes.
 //!
@@ -26,6 +27,7 @@
 //! ```
 
 pub mod atomic;
+pub mod augment;
 pub mod cifar;
 pub mod dataset;
 pub mod download;
@@ -38,6 +40,7 @@ pub mod meta;
 pub mod numpy_rng;
 
 pub use atomic::write_atomic;
+pub use augment::Policy;
 pub use cifar::{Cifar, Split};
 pub use dataset::{AugmentRng, Dataset, ImageSet, ImageShape, PadCropFlip};
 pub use embedded::{load_embedded, MNIST_LT};

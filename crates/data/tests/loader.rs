@@ -151,7 +151,7 @@ fn pad_crop_flip_is_a_shift_and_flip_and_covers_all_offsets() {
     }
     assert_eq!(seen.len(), 9 * 9 * 2, "every offset and both flips occur");
     let mut rng = AugmentRng::seed_from_u64(5);
-    PadCropFlip { pad: 2, flip: false }.apply(&src, shape, &mut rng, &mut out);
+    PadCropFlip { pad: 2, flip: false, reflect: false }.apply(&src, shape, &mut rng, &mut out);
     assert!(matches_some_shift(&src, &out, shape, 2, false).is_some());
 }
 

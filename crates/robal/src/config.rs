@@ -57,6 +57,49 @@ pub enum TrainSampler {
     ClassBalanced,
 }
 
+/// Automatic augmentation before pad-crop-flip (robal_data::augment).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum AugmentPolicy {
+    /// Pad-crop-flip only.
+    #[default]
+    None,
+    /// AutoAugment, CIFAR-10 policy.
+    AutoAugment,
+    /// RandAugment(n, m) on 31 magnitude bins.
+    RandAugment {
+        /// Ops per image.
+        n: usize,
+        /// Magnitude bin, 0..=30.
+        m: usize,
+    },
+    /// TrivialAugmentWide.
+    TrivialAugment,
+}
+
+impl AugmentPolicy {
+    /// The data crate's policy.
+    pub fn policy(&self) -> Option<robal_data::Policy> {
+        match *self {
+            AugmentPolicy::None => None,
+            AugmentPolicy::AutoAugment => Some(robal_data::Policy::AutoAugmentCifar10),
+            AugmentPolicy::RandAugment { n, m } => Some(robal_data::Policy::rand_augment(n, m)),
+            AugmentPolicy::TrivialAugment => Some(robal_data::Policy::TrivialAugmentWide),
+        }
+    }
+}
+
+/// Padding of the training crop.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CropPadding {
+    /// Zeros.
+    #[default]
+    Zero,
+    /// Mirror without repeating the edge.
+    Reflect,
+}
+
 /// Where the input normalisation (x - mean) / std happens.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -100,6 +143,14 @@ pub struct DataConfig {
     /// long-tailed subset is then drawn from it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub train_file: Option<String>,
+    /// Augmentation policy applied before pad-crop-flip in training (torchvision's
+    /// definitions, Pillow's ops): none, `{ kind = "auto-augment" }` (CIFAR-10 policy),
+    /// `{ kind = "rand-augment", n = 2, m = 8 }` or `{ kind = "trivial-augment" }`.
+    #[serde(default)]
+    pub policy: AugmentPolicy,
+    /// Padding of the random crop: `zero` (SPEC) or `reflect` (AT-AWP).
+    #[serde(default)]
+    pub padding: CropPadding,
     /// CIFAR only: read the test images from this batch file instead of `dir`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test_file: Option<String>,
@@ -468,6 +519,14 @@ impl TrainConfig {
         if let Some(s2) = &self.stage2 {
             if s2.kind == Stage2Kind::Lws && cosine {
                 return Err(invalid("stage2.kind", "lws rescales an FC head: set model.head.kind = \"fc\""));
+            }
+        }
+        if let AugmentPolicy::RandAugment { n, m } = self.data.policy {
+            if n == 0 || m > 30 {
+                return Err(invalid(
+                    "data.policy",
+                    format!("rand-augment n = {n}, m = {m}: expected n >= 1 and m in 0..=30"),
+                ));
             }
         }
         if let Some(b) = &self.attack.class_budget {

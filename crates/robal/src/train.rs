@@ -16,14 +16,15 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 use robal_attacks::Pgd;
 use robal_data::{
-    cifar, load_embedded, long_tailed, Cifar, Dataset, ImageSet, Loader, LoaderConfig, Profile, Sampler, Selection,
-    Split,
+    cifar, load_embedded, long_tailed, Cifar, Dataset, ImageSet, Loader, LoaderConfig, PadCropFlip, Profile, Sampler,
+    Selection, Split,
 };
 use robal_models::checkpoint::{self, CheckpointInfo};
 use robal_models::{Classifier, HeadConfig, Mode, ModelConfig, Normalization};
 
 use crate::config::{
-    AttackStart, DataName, InputNormalization, LtProfile, Stage2Kind, Stage2Section, TrainConfig, TrainSampler,
+    AttackStart, CropPadding, DataName, InputNormalization, LtProfile, Stage2Kind, Stage2Section, TrainConfig,
+    TrainSampler,
 };
 use crate::error::{Result, TrainError};
 use crate::evaluate::{quick_eval, QuickEval};
@@ -51,6 +52,8 @@ pub fn load_data(cfg: &TrainConfig) -> Result<(ImageSet, ImageSet)> {
             (train, test)
         }
     };
+    let pad_crop = PadCropFlip { reflect: cfg.data.padding == CropPadding::Reflect, ..train.augmentation() };
+    let train = train.with_augmentation(pad_crop).with_policy(cfg.data.policy.policy());
     if cfg.data.limit > 0 && cfg.data.limit < train.len() {
         // Stratified: each class keeps its share (at least one image), so no class vanishes.
         let counts: Vec<usize> = train

@@ -56,6 +56,7 @@ fn invalid_configs_name_the_field() {
         ("awp={ gamma = -1.0 }", "awp.gamma"),
         ("attack.class_budget={ alpha = 2.0, beta = 0.8 }", "attack.class_budget.alpha"),
         ("train.clean_epochs=99", "train.clean_epochs"),
+        ("data.policy={ kind = \"rand-augment\", n = 2, m = 31 }", "data.policy"),
     ] {
         let e = default_preset(&[o]).unwrap_err().to_string();
         assert!(e.contains(want) && e.contains("mnist-lt-robal.toml"), "{o}: {e}");

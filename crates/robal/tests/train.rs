@@ -123,7 +123,7 @@ fn baselines_run_pgd_at_trades_plain_and_two_stage() {
 }
 
 #[test]
-fn newer_methods_train_taet_awp_and_class_budgets() {
+fn newer_methods_train_taet_reat_awp_class_budgets_and_augmentation_policies() {
     for extra in [
         vec!["train.mode=\"taet\"", "train.clean_epochs=1", "attack.random_start=\"normal\"", "loss={ kind = \"ce\" }"],
         vec!["awp={ gamma = 0.01 }"],
@@ -132,6 +132,9 @@ fn newer_methods_train_taet_awp_and_class_budgets() {
         vec!["attack.class_budget={ alpha = 0.3, beta = 0.0, shared_start = true }", "attack.random_start=\"off\""],
         vec!["train.mode=\"reat\"", "loss={ kind = \"logit-adjusted\", tau = 1.0 }"],
         vec!["train.mode=\"reat\"", "reat={ tail = \"official\", clamp_counts = false }"],
+        vec!["data.policy={ kind = \"rand-augment\", n = 2, m = 8 }", "data.padding=\"reflect\""],
+        vec!["data.policy={ kind = \"auto-augment\" }"],
+        vec!["data.policy={ kind = \"trivial-augment\" }"],
     ] {
         let mut o = vec!["train.epochs=2", "train.milestones=[1]"];
         o.extend(extra.iter().copied());
