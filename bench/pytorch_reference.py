@@ -72,12 +72,15 @@ def main():
     p.add_argument("--infer-batch", type=int, default=256)
     p.add_argument("--seconds", type=float, default=3.0)
     p.add_argument("--iters", type=int, default=3)
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     a = p.parse_args()
     torch.manual_seed(0)
+    dev = torch.device(a.device)
     model, (c, h, w) = build(a.model)
+    model = model.to(dev)
     batch = a.infer_batch if a.step == "infer" else a.batch
-    x = torch.rand(batch, c, h, w)
-    y = torch.arange(batch) % 10
+    x = torch.rand(batch, c, h, w, device=dev)
+    y = torch.arange(batch, device=dev) % 10
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=2e-4)
     if a.step == "attack":
         model.eval()
@@ -95,6 +98,8 @@ def main():
             opt.zero_grad(set_to_none=True)
             F.cross_entropy(model(x), y).backward()
             opt.step()
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
     else:
         model.eval()
 
@@ -111,7 +116,8 @@ def main():
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps({"impl": "pytorch", "model": a.model, "step": a.step, "batch": batch, "iters": iters,
                       "img_per_s": batch * iters / secs, "peak_rss_bytes": peak, "torch": torch.__version__,
-                      "threads": torch.get_num_threads()}))
+                      "threads": torch.get_num_threads(), "device": a.device,
+                      "peak_gpu_bytes": torch.cuda.max_memory_allocated() if dev.type == "cuda" else None}))
 
 
 if __name__ == "__main__":

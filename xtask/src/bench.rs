@@ -22,12 +22,12 @@ use robal::{EvalModel, Sgd};
 use robal_models::{Arch, Classifier, HeadConfig, Mode, ModelConfig};
 use serde_json::{json, Value};
 
-const MODELS: [&str; 4] = ["small-cnn", "wrn-10-2", "wrn-16-4", "resnet18"];
+const MODELS: [&str; 5] = ["small-cnn", "wrn-10-2", "wrn-16-4", "resnet18", "wrn-34-10"];
 const STEPS: [&str; 3] = ["attack", "train", "infer"];
 
 #[derive(Args, Clone)]
 pub struct BenchArgs {
-    /// Models, comma-separated: small-cnn, wrn-10-2, wrn-16-4, resnet18.
+    /// Models, comma-separated: small-cnn, wrn-10-2, wrn-16-4, resnet18, wrn-34-10.
     #[arg(long, default_value = "small-cnn,wrn-10-2,wrn-16-4,resnet18")]
     model: String,
     /// Steps, comma-separated: attack, train, infer.
@@ -64,6 +64,10 @@ pub struct BenchArgs {
     /// (a leak check) instead of timing it.
     #[arg(long)]
     soak: Option<usize>,
+    /// Device of both sides: cpu, or cuda (needs the `cuda` feature; PyTorch then reports
+    /// its peak GPU memory).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
     /// Internal: measure one model and step in this process.
     #[arg(long, hide = true)]
     single: bool,
@@ -90,23 +94,23 @@ fn proc_bytes(key: &str) -> u64 {
 }
 
 /// Architecture and input shape (C, H, W) of a bench model; FC head, 10 classes.
-fn model(name: &str) -> Result<(Classifier, (usize, usize, usize))> {
+fn model(name: &str, dev: &Device) -> Result<(Classifier, (usize, usize, usize))> {
     let (arch, chw) = match name {
         "small-cnn" => (Arch::SmallCnn, (1, 28, 28)),
         "resnet18" => (Arch::ResNet18, (3, 32, 32)),
         wrn => (wrn.parse::<Arch>()?, (3, 32, 32)),
     };
     let config = ModelConfig { arch, in_channels: chw.0, num_classes: 10, head: HeadConfig::Fc, normalization: None };
-    Ok((Classifier::new(config, &Device::Cpu, 0)?, chw))
+    Ok((Classifier::new(config, dev, 0)?, chw))
 }
 
 /// Measure one (model, step) in this process; returns its JSON object.
 fn single(a: &BenchArgs) -> Result<Value> {
     robal_models::ops::use_candle_ops(a.candle_ops);
     let (name, step) = (a.model.as_str(), a.step.as_str());
-    let (m, (c, h, w)) = model(name)?;
+    let dev = crate::train::device(&a.device)?;
+    let (m, (c, h, w)) = model(name, &dev)?;
     let batch = if step == "infer" { a.infer_batch } else { a.batch };
-    let dev = Device::Cpu;
     let x = Tensor::rand(0f32, 1.0, (batch, c, h, w), &dev)?;
     let y = Tensor::from_vec((0..batch as u32).map(|i| i % 10).collect::<Vec<_>>(), batch, &dev)?;
     let mut sgd = Sgd::new(m.store().trainable(""), 0.9, 2e-4);
@@ -140,12 +144,14 @@ fn single(a: &BenchArgs) -> Result<Value> {
         return Ok(json!({"impl": impl_name(a), "model": name, "step": step, "batch": batch, "steps": n,
             "rss_after_10_bytes": after_10, "rss_end_bytes": proc_bytes("VmRSS:"), "peak_rss_bytes": proc_bytes("VmHWM:")}));
     }
+    dev.synchronize()?;
     let start = Instant::now();
     let mut iters = 0;
     while iters < a.iters.max(1) || start.elapsed().as_secs_f64() < a.seconds {
         run()?;
         iters += 1;
     }
+    dev.synchronize()?;
     let secs = start.elapsed().as_secs_f64();
     Ok(json!({"impl": impl_name(a), "model": name, "step": step, "batch": batch, "iters": iters,
         "img_per_s": (batch * iters) as f64 / secs, "peak_rss_bytes": proc_bytes("VmHWM:")}))
@@ -195,6 +201,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 ours.args(["bench", "--single", "--model", model, "--step", step]);
                 ours.args(["--batch", &a.batch.to_string(), "--infer-batch", &a.infer_batch.to_string()]);
                 ours.args(["--seconds", &a.seconds.to_string(), "--iters", &a.iters.to_string()]);
+                ours.args(["--device", &a.device]);
                 if a.candle_ops {
                     ours.arg("--candle-ops");
                 }
@@ -207,6 +214,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
                     py.arg(&script).args(["--model", model, "--step", step]);
                     py.args(["--batch", &a.batch.to_string(), "--infer-batch", &a.infer_batch.to_string()]);
                     py.args(["--seconds", &a.seconds.to_string(), "--iters", &a.iters.to_string()]);
+                    py.args(["--device", &a.device]);
                     sides.push(json_line(py, &format!("PyTorch {model} {step}"))?);
                 }
                 for mut v in sides {

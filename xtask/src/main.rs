@@ -3,6 +3,7 @@
 mod bench;
 mod data;
 mod eval;
+mod gpu_check;
 mod train;
 mod workspace;
 
@@ -36,6 +37,8 @@ enum Command {
     Report(eval::ReportArgs),
     /// Images/s and peak memory of the attack, train and infer steps, beside PyTorch.
     Bench(bench::BenchArgs),
+    /// Compare CUDA against the CPU (logits, input gradients, a training step, PGD-20), then bench.
+    GpuCheck(gpu_check::GpuCheckArgs),
 }
 
 fn main() -> Result<()> {
@@ -46,5 +49,6 @@ fn main() -> Result<()> {
         Command::Merge(args) => eval::merge(args),
         Command::Report(args) => eval::report(args),
         Command::Bench(args) => bench::run(args),
+        Command::GpuCheck(args) => gpu_check::run(args),
     }
 }

@@ -1,5 +1,6 @@
 //! Batch pipeline throughput: images/s delivered as f32 NCHW tensors, with and
-//! without training augmentation, for CIFAR-shaped (3x32x32) and MNIST-LT images.
+//! without training augmentation (pad-crop-flip; AutoAugment, RandAugment(2, 8) and
+//! TrivialAugment before it), for CIFAR-shaped (3x32x32) and MNIST-LT images.
 //!
 //! `cargo bench -p robal-data --bench pipeline`. The consumer does no work, so
 //! this is the rate at which the pipeline alone can feed a model.
@@ -9,7 +10,7 @@ use std::time::Instant;
 
 use candle_core::Device;
 use robal_data::cifar::CIFAR_SHAPE;
-use robal_data::{load_embedded, ClassInfo, Dataset, ImageSet, Loader, LoaderConfig, PadCropFlip, Split};
+use robal_data::{load_embedded, ClassInfo, Dataset, ImageSet, Loader, LoaderConfig, PadCropFlip, Policy, Split};
 
 /// 10,000 CIFAR-shaped images with pseudo-random pixels (a fixed LCG).
 fn cifar_like() -> ImageSet {
@@ -55,6 +56,13 @@ fn main() {
         for augment in [true, false] {
             measure("cifar", cifar.clone(), batch, augment, 20);
         }
+    }
+    for (name, policy) in [
+        ("cifar+aa", Policy::AutoAugmentCifar10),
+        ("cifar+ra", Policy::rand_augment(2, 8)),
+        ("cifar+ta", Policy::TrivialAugmentWide),
+    ] {
+        measure(name, Arc::new(cifar_like().with_policy(Some(policy))), 128, true, 3);
     }
     let mnist = Arc::new(load_embedded("mnist-lt", Split::Train).expect("embedded set"));
     measure("mnist-lt", mnist, 64, true, 20);
