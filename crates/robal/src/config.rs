@@ -242,6 +242,9 @@ pub struct TrainSection {
     /// Weight decay.
     #[serde(default = "weight_decay")]
     pub weight_decay: f64,
+    /// Nesterov momentum (RobustLT's optimiser).
+    #[serde(default)]
+    pub nesterov: bool,
     /// Epochs at which the learning rate is multiplied by `lr_gamma`.
     #[serde(default)]
     pub milestones: Vec<usize>,

@@ -15,12 +15,20 @@ pub struct Sgd {
     buffers: BTreeMap<String, Tensor>,
     momentum: f64,
     weight_decay: f64,
+    nesterov: bool,
 }
 
 impl Sgd {
     /// Optimise `params` (name, variable).
     pub fn new(params: Vec<(String, Var)>, momentum: f64, weight_decay: f64) -> Self {
-        Self { params, buffers: BTreeMap::new(), momentum, weight_decay }
+        Self { params, buffers: BTreeMap::new(), momentum, weight_decay, nesterov: false }
+    }
+
+    /// Nesterov momentum (PyTorch's rule): g' = g + wd p; v <- mu v + g';
+    /// p <- p - lr (g' + mu v). The first step has v = g'.
+    pub fn with_nesterov(mut self, nesterov: bool) -> Self {
+        self.nesterov = nesterov;
+        self
     }
 
     /// One update with learning rate `lr` from the gradients of `loss`.
@@ -29,6 +37,16 @@ impl Sgd {
         for (name, var) in &self.params {
             let Some(g) = grads.get(var.as_tensor()) else { continue };
             let p = var.as_tensor();
+            if self.nesterov {
+                let g = (g.detach() + (p.detach() * self.weight_decay)?)?;
+                let v = match self.buffers.get(name) {
+                    Some(b) => ((b * self.momentum)? + &g)?,
+                    None => g.clone(),
+                };
+                var.set(&(p.detach() - ((&g + (&v * self.momentum)?)? * lr)?)?)?;
+                self.buffers.insert(name.clone(), v.detach());
+                continue;
+            }
             if let Some(v) = self.buffers.get(name).filter(|v| in_place(&[p, g, v])) {
                 v.inplace_op3(g, p, &Momentum { momentum: self.momentum, weight_decay: self.weight_decay })?;
                 p.inplace_op2(v, &Descend { lr })?;

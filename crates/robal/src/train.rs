@@ -160,7 +160,8 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions, device: &Device) -> Result<Ru
     let (train_set, test_set) = load_data(cfg)?;
     let counts = train_set.classes().train_counts().to_vec();
     let mut model = build_model(cfg, &train_set, device)?;
-    let mut sgd = Sgd::new(model.store().trainable(""), cfg.train.momentum, cfg.train.weight_decay);
+    let mut sgd = Sgd::new(model.store().trainable(""), cfg.train.momentum, cfg.train.weight_decay)
+        .with_nesterov(cfg.train.nesterov);
     let chosen = objective::build(cfg);
     let mut first_epoch = 0usize;
     if opts.resume {

@@ -66,6 +66,21 @@ fn invalid_configs_name_the_field() {
 }
 
 #[test]
+fn sgd_follows_the_nesterov_rule() {
+    // p = 1, loss = 3 p, mu 0.9, wd 0.1, lr 0.5, Nesterov:
+    // g' = 3.1, v = 3.1, p1 = 1 - 0.5 (3.1 + 0.9 * 3.1) = -1.945;
+    // g' = 3 - 0.1945 = 2.8055, v = 2.79 + 2.8055 = 5.5955, p2 = -1.945 - 0.5 (2.8055 + 0.9 * 5.5955) = -5.865725.
+    let p = Var::from_tensor(&Tensor::new(&[1f32], &Device::Cpu).unwrap()).unwrap();
+    let mut sgd = Sgd::new(vec![("p".into(), p.clone())], 0.9, 0.1).with_nesterov(true);
+    for want in [-1.945f32, -5.865725] {
+        let loss = (p.as_tensor() * 3.0).unwrap().sum_all().unwrap();
+        sgd.step(&loss, 0.5).unwrap();
+        let got = p.as_tensor().to_vec1::<f32>().unwrap()[0];
+        assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+    }
+}
+
+#[test]
 fn sgd_follows_the_momentum_rule() {
     // One parameter p = 1, loss = 3 p  (gradient 3), mu = 0.9, wd = 0.1, lr = 0.5:
     // v1 = 3 + 0.1 * 1 = 3.1; p1 = 1 - 0.5 * 3.1 = -0.55;

@@ -2,7 +2,7 @@
 //! balanced softmax, HARL, AWP's direction and exact restore, RobustLT's budgets, and
 //! the per-example radii of the inner attack.
 
-use candle_core::{Device, Tensor};
+use candle_core::{Device, Tensor, Var};
 use robal::config::AttackStart;
 use robal::losses::{harl, LossConfig, TrainLoss};
 use robal::objective::awp::{self, direction, is_perturbed, WeightPerturbation};
@@ -223,4 +223,90 @@ fn tail_matches_the_test_vector_in_both_reductions() {
     // No tail label in the batch: 0.
     let head = Tensor::new(&[0u32, 1, 2], &Device::Cpu).unwrap();
     assert_eq!(scalar(&tail(&h, &head, &counts, TailReduction::Pairwise).unwrap()), 0.0);
+}
+
+/// Central differences of a scalar function of a (rows x cols) matrix against its
+/// autograd gradient, in float64 arithmetic on the finite-difference side.
+fn check_gradient(name: &str, base: Vec<Vec<f32>>, f: &dyn Fn(&Tensor) -> Tensor) {
+    let v = Var::from_tensor(&Tensor::new(base.clone(), &Device::Cpu).unwrap()).unwrap();
+    let g: Vec<Vec<f32>> = f(v.as_tensor()).backward().unwrap().get(v.as_tensor()).unwrap().to_vec2().unwrap();
+    for r in 0..base.len() {
+        for c in 0..base[0].len() {
+            let at = |d: f32| {
+                let mut m = base.clone();
+                m[r][c] += d;
+                scalar(&f(&Tensor::new(m, &Device::Cpu).unwrap()))
+            };
+            let fd = (at(1e-3) - at(-1e-3)) / 2e-3;
+            assert!(
+                (fd - g[r][c] as f64).abs() < 5e-3 * (1.0 + fd.abs()),
+                "{name} d/d[{r}][{c}]: fd {fd} vs {}",
+                g[r][c]
+            );
+        }
+    }
+}
+
+#[test]
+fn harl_rbl_and_tail_gradients_match_finite_differences() {
+    let rows = vec![vec![1f32, 2.0, 0.5], vec![0.0, -1.0, 3.0], vec![0.3, 0.2, -0.4], vec![-0.5, 0.9, 0.1]];
+    let y4 = Tensor::new(&[0u32, 2, 2, 1], &Device::Cpu).unwrap();
+    let ce = TrainLoss::new(LossConfig::Ce, &N, &Device::Cpu).unwrap();
+    check_gradient("HARL", rows.clone(), &|z| harl(&ce.per_example(z, &y4).unwrap(), &y4, 3, [0.1, 0.1, 0.1]).unwrap());
+    let w = robal::losses::rbl_weights(&N, &[90, 15, 7], true);
+    check_gradient("RBL", rows.clone(), &|z| robal::losses::rbl(z, &y4, &w).unwrap());
+    // TAIL w.r.t. the features (p_i is a constant, so the gradient flows through q_j only).
+    // Six classes: the tail set is {2 floor(6/3) + 1, ..., 5} = {5}; features of width 3.
+    let counts = [60, 40, 30, 20, 10, 5];
+    let y_tail = Tensor::new(&[5u32, 5, 0, 1], &Device::Cpu).unwrap();
+    for reduction in [robal::losses::TailReduction::Pairwise, robal::losses::TailReduction::Official] {
+        // p_i is a constant of the loss (detached), so plain finite differences (which
+        // move p too) do not apply: compare with the closed form through q_j instead.
+        let f = |h: &Tensor| robal::losses::tail(h, &y_tail, &counts, reduction).unwrap();
+        let v = Var::from_tensor(&Tensor::new(rows.clone(), &Device::Cpu).unwrap()).unwrap();
+        let g = f(v.as_tensor()).backward().unwrap().get(v.as_tensor()).unwrap().to_vec2::<f32>().unwrap();
+        let p: Vec<Vec<f64>> = rows
+            .iter()
+            .map(|r| {
+                let m = r.iter().cloned().fold(f32::MIN, f32::max) as f64;
+                let e: Vec<f64> = r.iter().map(|&v| (v as f64 - m).exp()).collect();
+                let s: f64 = e.iter().sum();
+                e.iter().map(|v| v / s).collect()
+            })
+            .collect();
+        let labels = [5usize, 5, 0, 1];
+        let total: usize = counts.iter().sum();
+        let wc: Vec<f64> = counts.iter().map(|&n| (total as f64 / n as f64).sqrt()).collect();
+        let (b, d) = (4usize, 3usize);
+        let tail_rows: Vec<usize> = (0..b).filter(|&i| labels[i] >= 5).collect();
+        // KL(p_i || q_j) = sum_k p_ik log p_ik - sum_k p_ik log q_jk; d/dh_jk of -sum p_ik log q_jk
+        // = q_jk - p_ik (sum_k p_ik = 1).
+        let mut want = vec![vec![0f64; d]; b];
+        for &i in &tail_rows {
+            let pair_sum: f64 =
+                (0..b).map(|j| if labels[i] == labels[j] { -1.0 } else { 1.0 } * (wc[labels[i]] + wc[labels[j]])).sum();
+            for j in 0..b {
+                let pair = if labels[i] == labels[j] { -1.0 } else { 1.0 } * (wc[labels[i]] + wc[labels[j]]);
+                let coef = match reduction {
+                    robal::losses::TailReduction::Pairwise => pair / (tail_rows.len() * b) as f64,
+                    robal::losses::TailReduction::Official => {
+                        pair_sum / b as f64 / (b * d) as f64 / tail_rows.len() as f64
+                    }
+                };
+                for k in 0..d {
+                    want[j][k] += coef * (p[j][k] - p[i][k]);
+                }
+            }
+        }
+        for j in 0..b {
+            for k in 0..d {
+                assert!(
+                    (g[j][k] as f64 - want[j][k]).abs() < 1e-5,
+                    "TAIL {reduction:?} d/dh[{j}][{k}]: {} vs {}",
+                    g[j][k],
+                    want[j][k]
+                );
+            }
+        }
+    }
 }

@@ -198,3 +198,27 @@ fn reference_pass_order_moves_batchnorm_statistics_once_more_with_the_same_gradi
         assert!(stats_differ > 0, "{mode}: the extra pass updates the running statistics");
     }
 }
+
+#[test]
+fn every_new_objective_resumes_bit_for_bit() {
+    for extra in [
+        vec!["awp={ gamma = 0.01, from_epoch = 1 }"],
+        vec!["train.mode=\"reat\"", "loss={ kind = \"logit-adjusted\", tau = 1.0 }"],
+        vec!["train.mode=\"taet\"", "train.clean_epochs=1", "loss={ kind = \"ce\" }"],
+        vec![
+            "attack.class_budget={ alpha = 0.3, beta = 0.8 }",
+            "data.policy={ kind = \"rand-augment\", n = 2, m = 8 }",
+        ],
+    ] {
+        let cfg = preset("mnist-lt-pgd-at.toml", &extra);
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        train(&cfg, &opts(a.path()), &Device::Cpu).unwrap();
+        train(&cfg, &RunOptions { stop_after: Some(1), ..opts(b.path()) }, &Device::Cpu).unwrap();
+        train(&cfg, &RunOptions { resume: true, ..opts(b.path()) }, &Device::Cpu).unwrap();
+        assert_eq!(
+            weights(&a.path().join("model.safetensors")),
+            weights(&b.path().join("model.safetensors")),
+            "{extra:?}: resumed run differs"
+        );
+    }
+}
