@@ -66,6 +66,9 @@ pub fn run(a: TrainArgs) -> Result<()> {
     let opts = RunOptions { run_dir: run_dir.clone(), resume: a.resume, progress: true, stop_after: a.stop_after };
     let summary = train(&cfg, &opts, &dev).with_context(|| format!("training {}", path.display()))?;
     let e = &summary.eval;
+    if let Some(sel) = &summary.selection {
+        println!("\nkept epoch {} in best.safetensors: {} = {:.3}", sel.epoch, sel.criterion, sel.value);
+    }
     println!("\n{} images evaluated, attack {} (eps {})", e.images, e.attack, cfg.eval.eps);
     println!("{:<10} {:>8} {:>8}", "", "clean", e.attack);
     println!("{:<10} {:>7.1}% {:>7.1}%", "overall", 100.0 * e.clean.overall, 100.0 * e.pgd.overall);

@@ -148,6 +148,10 @@ pub struct DataConfig {
     /// `{ kind = "rand-augment", n = 2, m = 8 }` or `{ kind = "trivial-augment" }`.
     #[serde(default)]
     pub policy: AugmentPolicy,
+    /// Fraction of each class's training images held out as a validation split for
+    /// model selection (0 = none; e.g. 0.2 as RobustLT). See [`crate::selection`].
+    #[serde(default)]
+    pub validation: f64,
     /// Padding of the random crop: `zero` (SPEC) or `reflect` (AT-AWP).
     #[serde(default)]
     pub padding: CropPadding,
@@ -523,6 +527,12 @@ impl TrainConfig {
             if s2.kind == Stage2Kind::Lws && cosine {
                 return Err(invalid("stage2.kind", "lws rescales an FC head: set model.head.kind = \"fc\""));
             }
+        }
+        if !(0.0..0.9).contains(&self.data.validation) {
+            return Err(invalid(
+                "data.validation",
+                format!("{}: expected a fraction in [0, 0.9)", self.data.validation),
+            ));
         }
         if let AugmentPolicy::RandAugment { n, m } = self.data.policy {
             if n == 0 || m > 30 {

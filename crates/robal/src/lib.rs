@@ -11,6 +11,7 @@
 //! - [`config`]: TOML presets (`configs/`) with `--set key=value` overrides;
 //! - [`train`](mod@train): the loop that runs an objective, with resumable
 //!   checkpoints, NaN guards, progress bars and a metrics file;
+//! - [`selection`]: a validation split held out of training and the best epoch on it;
 //! - [`evaluate`]: clean and PGD accuracy per class and shot group.
 
 pub mod config;
@@ -19,6 +20,7 @@ pub mod evaluate;
 pub mod losses;
 pub mod objective;
 pub mod optim;
+pub mod selection;
 pub mod train;
 
 pub use config::TrainConfig;

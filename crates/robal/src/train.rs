@@ -31,8 +31,18 @@ use crate::evaluate::{quick_eval, QuickEval};
 use crate::losses::TrainLoss;
 use crate::objective::{self, awp, InnerAttack, InnerLoss, Method, Objective, Plain, StepContext, WeightPerturbation};
 use crate::optim::{learning_rate, Sgd};
+use crate::selection::{split_validation, BestModel, SelectionReport, BEST_FILE};
 
-/// Load the training and test splits a config names.
+/// Load the training, validation (if `data.validation` > 0) and test splits a config names.
+pub fn load_splits(cfg: &TrainConfig) -> Result<(ImageSet, Option<ImageSet>, ImageSet)> {
+    let (train, test) = load_data(cfg)?;
+    let (train, validation) = split_validation(train, cfg.data.validation, cfg.train.seed)?;
+    let test = test.with_classes(train.classes().clone())?;
+    Ok((train, validation, test))
+}
+
+/// Load the training and test splits a config names (the training split before any
+/// validation hold-out; see [`load_splits`]).
 pub fn load_data(cfg: &TrainConfig) -> Result<(ImageSet, ImageSet)> {
     let (train, test) = match cfg.data.name {
         DataName::MnistLt => (load_embedded("mnist-lt", Split::Train)?, load_embedded("mnist-lt", Split::Test)?),
@@ -115,6 +125,8 @@ pub struct RunSummary {
     pub img_per_s: f64,
     /// The run folder.
     pub run_dir: PathBuf,
+    /// The epoch kept in `best.safetensors` and on what, with a validation split.
+    pub selection: Option<SelectionReport>,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
@@ -157,7 +169,7 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions, device: &Device) -> Result<Ru
         toml::to_string_pretty(cfg).map_err(|e| TrainError::Invalid { what: "config", reason: e.to_string() })?;
     let config_path = run_dir.join("config.toml");
     let ckpt_path = run_dir.join("checkpoint.safetensors");
-    let (train_set, test_set) = load_data(cfg)?;
+    let (train_set, validation, test_set) = load_splits(cfg)?;
     let counts = train_set.classes().train_counts().to_vec();
     let mut model = build_model(cfg, &train_set, device)?;
     let mut sgd = Sgd::new(model.store().trainable(""), cfg.train.momentum, cfg.train.weight_decay)
@@ -188,7 +200,7 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions, device: &Device) -> Result<Ru
         }
         keep_metrics_up_to(run_dir, first_epoch)?;
     } else {
-        for stale in ["metrics.jsonl", "checkpoint.safetensors", "model.safetensors", "train_eval.json"] {
+        for stale in ["metrics.jsonl", "checkpoint.safetensors", "model.safetensors", "train_eval.json", BEST_FILE] {
             let _ = std::fs::remove_file(run_dir.join(stale));
         }
         remove_optimizer_states(run_dir, None);
@@ -207,6 +219,11 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions, device: &Device) -> Result<Ru
     let train_arc = Arc::new(train_set);
     let loader = Loader::new(train_arc.clone(), loader_cfg, device.clone())?;
     let params = model.store().trainable("");
+    let eval_attack = Pgd::linf(cfg.eval.eps, cfg.eval.step_size, cfg.eval.steps);
+    let mut best = validation.map(|v| {
+        let previous = if opts.resume { BestModel::recorded(run_dir, device) } else { None };
+        BestModel::new(v, eval_attack.clone(), previous)
+    });
     let steps_per_epoch = loader.num_batches();
     let (mut images, started) = (0usize, Instant::now());
     let last_epoch = opts.stop_after.map_or(cfg.train.epochs, |n| (first_epoch + n).min(cfg.train.epochs));
@@ -301,6 +318,14 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions, device: &Device) -> Result<Ru
                 "loss": loss_sum / n, "clean_batch_acc": clean.mean(), "adv_batch_acc": adv.mean(), "img_per_s": n_img as f64 / secs, "seconds": secs}),
         )?;
         let done = epoch + 1;
+        // Selection before the checkpoint: a kill in between repeats the epoch and its
+        // (deterministic) evaluation.
+        let due = cfg.eval.every > 0 && done % cfg.eval.every == 0;
+        if let Some(b) = best.as_mut().filter(|_| due || done == cfg.train.epochs) {
+            let head = cfg.model.eval_head.unwrap_or(cfg.model.head);
+            let value = b.consider(&with_eval_head(&model, head, cfg.model.posthoc_tau)?, done, run_dir, device)?;
+            append_metrics(run_dir, &serde_json::json!({"epoch": done, "validation_balanced_pgd": value}))?;
+        }
         if done % cfg.train.checkpoint_every.max(1) == 0 || done == cfg.train.epochs {
             // Commit protocol: the momentum of epoch `done` goes to its own file first,
             // then the checkpoint (the commit point) names that epoch, then older
@@ -311,7 +336,7 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions, device: &Device) -> Result<Ru
             checkpoint::save(&model, &ckpt_path, &CheckpointInfo { epoch: done as u64, extra })?;
             remove_optimizer_states(run_dir, Some(done));
         }
-        if cfg.eval.every > 0 && done % cfg.eval.every == 0 && done < cfg.train.epochs {
+        if due && done < cfg.train.epochs {
             let q = quick_eval(
                 &model,
                 &test_set,
@@ -350,7 +375,7 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions, device: &Device) -> Result<Ru
             0,
             device,
         )?;
-        let report = serde_json::json!({"config": cfg, "class_counts": counts, "eval": e});
+        let report = serde_json::json!({"config": cfg, "class_counts": counts, "eval": e, "selection": best.as_ref().and_then(|b| b.report())});
         robal_data::write_atomic(
             &run_dir.join("train_eval.json"),
             serde_json::to_string_pretty(&report).unwrap_or_default().as_bytes(),
@@ -359,7 +384,8 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions, device: &Device) -> Result<Ru
     } else {
         quick_eval(&eval_model, &test_set, &Pgd::linf(cfg.eval.eps, cfg.eval.step_size, 1), 64, 64, 0, device)?
     };
-    Ok(RunSummary { epochs_run, eval, img_per_s, run_dir: run_dir.clone() })
+    let selection = best.as_ref().and_then(|b| b.report());
+    Ok(RunSummary { epochs_run, eval, img_per_s, run_dir: run_dir.clone(), selection })
 }
 
 /// Two-stage baselines on the frozen, trained backbone (BatchNorm in evaluation mode),

@@ -222,3 +222,60 @@ fn every_new_objective_resumes_bit_for_bit() {
         );
     }
 }
+
+#[test]
+fn validation_split_is_held_out_per_class_and_seeded() {
+    use robal_data::Dataset;
+    let train = robal_data::load_embedded("mnist-lt", robal_data::Split::Train).unwrap();
+    let counts = train.label_counts();
+    let (rest, val) = robal::selection::split_validation(train.clone(), 0.2, 5).unwrap();
+    let val = val.unwrap();
+    let want: Vec<usize> = counts.iter().map(|&n| n / 5).collect();
+    assert_eq!(val.label_counts(), want, "floor(0.2 n_c) per class");
+    let rest_counts: Vec<usize> = counts.iter().zip(&want).map(|(n, v)| n - v).collect();
+    assert_eq!(rest.label_counts(), rest_counts);
+    assert_eq!(rest.classes().train_counts(), rest_counts.as_slice(), "prior and shot groups follow the rest");
+    // Disjoint: every training image appears in exactly one part.
+    let key = |s: &robal_data::ImageSet, i: usize| s.image(i).to_vec();
+    let mut all: Vec<Vec<u8>> =
+        (0..rest.len()).map(|i| key(&rest, i)).chain((0..val.len()).map(|i| key(&val, i))).collect();
+    let mut orig: Vec<Vec<u8>> = (0..train.len()).map(|i| key(&train, i)).collect();
+    all.sort();
+    orig.sort();
+    assert_eq!(all, orig);
+    let (_, again) = robal::selection::split_validation(train.clone(), 0.2, 5).unwrap();
+    assert_eq!(again.unwrap().pixels(), val.pixels(), "same seed, same split");
+    let (_, other) = robal::selection::split_validation(train, 0.2, 6).unwrap();
+    assert_ne!(other.unwrap().pixels(), val.pixels(), "another seed, another split");
+}
+
+#[test]
+fn best_epoch_on_the_validation_split_is_kept_and_survives_a_resume() {
+    let cfg = preset("mnist-lt-pgd-at.toml", &["data.limit=200", "data.validation=0.3", "eval.every=1"]);
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let full = train(&cfg, &opts(a.path()), &Device::Cpu).unwrap();
+    let sel = full.selection.clone().expect("a selection report");
+    let metrics = std::fs::read_to_string(a.path().join("metrics.jsonl")).unwrap();
+    let values: Vec<(u64, f64)> = metrics
+        .lines()
+        .filter_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).ok()?;
+            Some((v["epoch"].as_u64()?, v["validation_balanced_pgd"].as_f64()?))
+        })
+        .collect();
+    assert_eq!(values.len(), 3, "one validation evaluation per epoch: {metrics}");
+    let max = values.iter().map(|v| v.1).fold(f64::MIN, f64::max);
+    let first_best = values.iter().find(|v| v.1 == max).unwrap().0 as usize;
+    assert_eq!((sel.epoch, sel.value), (first_best, max));
+    assert!(sel.criterion.contains("validation split"), "{}", sel.criterion);
+    let (_, info) = robal_models::checkpoint::load(&a.path().join("best.safetensors"), &Device::Cpu).unwrap();
+    assert_eq!(info.epoch as usize, sel.epoch);
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(a.path().join("train_eval.json")).unwrap()).unwrap();
+    assert_eq!(report["selection"]["epoch"].as_u64(), Some(sel.epoch as u64));
+    // Interrupted after epoch 1 and resumed: the same epoch is kept with the same weights.
+    train(&cfg, &RunOptions { stop_after: Some(1), ..opts(b.path()) }, &Device::Cpu).unwrap();
+    let resumed = train(&cfg, &RunOptions { resume: true, ..opts(b.path()) }, &Device::Cpu).unwrap();
+    assert_eq!(resumed.selection.unwrap(), sel);
+    assert_eq!(weights(&a.path().join("best.safetensors")), weights(&b.path().join("best.safetensors")));
+}
