@@ -22,12 +22,14 @@ use robal::{EvalModel, Sgd};
 use robal_models::{Arch, Classifier, HeadConfig, Mode, ModelConfig};
 use serde_json::{json, Value};
 
-const MODELS: [&str; 5] = ["small-cnn", "wrn-10-2", "wrn-16-4", "resnet18", "wrn-34-10"];
+const MODELS: [&str; 7] =
+    ["small-cnn", "wrn-10-2", "wrn-16-4", "resnet18", "wrn-34-10", "resnet18-imagenet", "resnet50-imagenet"];
 const STEPS: [&str; 3] = ["attack", "train", "infer"];
 
 #[derive(Args, Clone)]
 pub struct BenchArgs {
-    /// Models, comma-separated: small-cnn, wrn-10-2, wrn-16-4, resnet18, wrn-34-10.
+    /// Models, comma-separated: small-cnn, wrn-10-2, wrn-16-4, resnet18, wrn-34-10, and
+    /// the ImageNet forms resnet18-imagenet, resnet50-imagenet (224x224 input; robal-rs only).
     #[arg(long, default_value = "small-cnn,wrn-10-2,wrn-16-4,resnet18")]
     model: String,
     /// Steps, comma-separated: attack, train, infer.
@@ -98,6 +100,8 @@ fn model(name: &str, dev: &Device) -> Result<(Classifier, (usize, usize, usize))
     let (arch, chw) = match name {
         "small-cnn" => (Arch::SmallCnn, (1, 28, 28)),
         "resnet18" => (Arch::ResNet18, (3, 32, 32)),
+        "resnet18-imagenet" => (Arch::ResNet18ImageNet, (3, 224, 224)),
+        "resnet50-imagenet" => (Arch::ResNet50ImageNet, (3, 224, 224)),
         wrn => (wrn.parse::<Arch>()?, (3, 32, 32)),
     };
     let config = ModelConfig { arch, in_channels: chw.0, num_classes: 10, head: HeadConfig::Fc, normalization: None };
@@ -209,7 +213,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
                     ours.args(["--soak", &n.to_string()]);
                 }
                 let mut sides = vec![json_line(ours, &format!("robal-rs {model} {step}"))?];
-                if torch {
+                if torch && !model.ends_with("-imagenet") {
                     let mut py = Command::new(&a.python);
                     py.arg(&script).args(["--model", model, "--step", step]);
                     py.args(["--batch", &a.batch.to_string(), "--infer-batch", &a.infer_batch.to_string()]);

@@ -246,7 +246,7 @@ impl ResNet {
             out = bn.forward_relu(&out, mode)?;
         }
         if matches!(self.kind, ResNetKind::ResNet18ImageNet | ResNetKind::ResNet50ImageNet) {
-            out = out.pad_with_same(2, 1, 1)?.pad_with_same(3, 1, 1)?.max_pool2d_with_stride(3, 2)?;
+            out = crate::ops::max_pool2d(&out, 3, 2, 1)?;
         }
         for u in &self.units {
             out = u.forward(&out, mode)?;

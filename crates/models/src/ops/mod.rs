@@ -8,6 +8,7 @@
 //! - [`batch_stats`], [`batch_norm_train`], [`batch_norm_eval`]: BatchNorm (+ optional ReLU) in one pass
 //!   forward and backward, without per-op temporaries;
 //! - [`add_relu`]: relu(a + b) at the end of a ResNet unit, one pass each way;
+//! - [`max_pool2d`]: max-pooling with any kernel, stride and padding, and its backward;
 //! - [`Tape`], [`frozen_forward`], [`train_forward`]: a whole backbone as one autograd
 //!   node with its own backward pass, in evaluation mode (what an attack step runs;
 //!   BatchNorm-ReLUs fused into the convolutions they feed) and in training.
@@ -19,6 +20,7 @@ mod batchnorm;
 mod conv;
 mod gemm;
 mod im2col;
+mod pool;
 mod residual;
 mod tape;
 mod tape_op;
@@ -26,6 +28,7 @@ mod winograd;
 
 pub use batchnorm::{batch_norm_eval, batch_norm_eval_affine, batch_norm_train, batch_stats, BatchStats};
 pub use conv::conv2d;
+pub use pool::{max_pool2d, Pool2d};
 pub use residual::add_relu;
 pub use tape::{Affine, Tape, ValueId};
 pub use tape_op::{frozen_forward, train_forward};
