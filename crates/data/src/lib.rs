@@ -8,6 +8,7 @@
 //! - [`longtail`]: `exp`/`step` long-tailed subsets with the reference code's
 //!   exact image choice ([`Selection::Reference`]) or our own seeded one;
 //! - [`imagenet_lt`]: ImageNet-LT split files over an image root;
+//! - [`tiny_imagenet`]: Tiny-ImageNet (folder layout or `.npz` repack) for Tiny-ImageNet-LT;
 //! - [`embedded`]: the compiled-in default set `mnist-lt`;
 //! - [`loader`]: the threaded batch pipeline producing candle tensors;
 //! - [`augment`]: AutoAugment, RandAugment and TrivialAugment as torchvision defines them;
@@ -38,6 +39,7 @@ pub mod loader;
 pub mod longtail;
 pub mod meta;
 pub mod numpy_rng;
+pub mod tiny_imagenet;
 
 pub use atomic::write_atomic;
 pub use augment::Policy;

@@ -22,6 +22,12 @@ pub enum DataName {
     /// CIFAR-100 with an LDAM-style long tail.
     #[serde(rename = "cifar100-lt")]
     Cifar100Lt,
+    /// Tiny-ImageNet (200 classes, 64x64) with the same construction (AT-BSL's Tiny-ImageNet-LT).
+    TinyImagenetLt,
+    /// The first 20 classes of Tiny-ImageNet, long-tailed (RobustLT's Tiny-ImageNet-LT;
+    /// robal-rs draws the images with the reference selection, not RobustLT's numpy Generator).
+    #[serde(rename = "tiny-imagenet-lt-20")]
+    TinyImagenetLt20,
 }
 
 impl std::fmt::Display for DataName {
@@ -30,6 +36,8 @@ impl std::fmt::Display for DataName {
             DataName::MnistLt => "mnist-lt",
             DataName::Cifar10Lt => "cifar10-lt",
             DataName::Cifar100Lt => "cifar100-lt",
+            DataName::TinyImagenetLt => "tiny-imagenet-lt",
+            DataName::TinyImagenetLt20 => "tiny-imagenet-lt-20",
         })
     }
 }
@@ -117,9 +125,11 @@ pub enum InputNormalization {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
-    /// `mnist-lt` (embedded), `cifar10-lt` or `cifar100-lt`.
+    /// `mnist-lt` (embedded), `cifar10-lt`, `cifar100-lt`, `tiny-imagenet-lt` or
+    /// `tiny-imagenet-lt-20`.
     pub name: DataName,
-    /// Folder holding the CIFAR archive or its extracted folder (CIFAR only).
+    /// Folder holding the CIFAR archive or its extracted folder; for Tiny-ImageNet,
+    /// `train.npz` + `val.npz` or the `tiny-imagenet-200` folder.
     #[serde(default = "default_data_dir")]
     pub dir: String,
     /// n_min / n_max of the long-tailed subset (CIFAR only).

@@ -16,8 +16,8 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 use robal_attacks::Pgd;
 use robal_data::{
-    cifar, load_embedded, long_tailed, Cifar, Dataset, ImageSet, Loader, LoaderConfig, PadCropFlip, Profile, Sampler,
-    Selection, Split,
+    cifar, load_embedded, long_tailed, tiny_imagenet, Cifar, Dataset, ImageSet, Loader, LoaderConfig, PadCropFlip,
+    Profile, Sampler, Selection, Split,
 };
 use robal_models::checkpoint::{self, CheckpointInfo};
 use robal_models::{Classifier, HeadConfig, Mode, ModelConfig, Normalization};
@@ -44,8 +44,22 @@ pub fn load_splits(cfg: &TrainConfig) -> Result<(ImageSet, Option<ImageSet>, Ima
 /// Load the training and test splits a config names (the training split before any
 /// validation hold-out; see [`load_splits`]).
 pub fn load_data(cfg: &TrainConfig) -> Result<(ImageSet, ImageSet)> {
+    let profile = match cfg.data.profile {
+        LtProfile::Step => Profile::Step { ratio: cfg.data.ratio },
+        LtProfile::Exp => Profile::Exp { ratio: cfg.data.ratio },
+    };
     let (train, test) = match cfg.data.name {
         DataName::MnistLt => (load_embedded("mnist-lt", Split::Train)?, load_embedded("mnist-lt", Split::Test)?),
+        DataName::TinyImagenetLt | DataName::TinyImagenetLt20 => {
+            let (mut full, mut test) =
+                (tiny_imagenet::read(&cfg.data.dir, Split::Train)?, tiny_imagenet::read(&cfg.data.dir, Split::Test)?);
+            if cfg.data.name == DataName::TinyImagenetLt20 {
+                (full, test) = (tiny_imagenet::first_classes(&full, 20)?, tiny_imagenet::first_classes(&test, 20)?);
+            }
+            let train = long_tailed(&full, profile, Selection::Reference { seed: 0 })?;
+            let test = test.with_classes(train.classes().clone())?;
+            (train, test)
+        }
         name => {
             let kind = if name == DataName::Cifar10Lt { Cifar::Cifar10 } else { Cifar::Cifar100 };
             let read = |file: &Option<String>, split| match file {
@@ -53,10 +67,6 @@ pub fn load_data(cfg: &TrainConfig) -> Result<(ImageSet, ImageSet)> {
                 None => cifar::read(&cfg.data.dir, kind, split),
             };
             let full = read(&cfg.data.train_file, Split::Train)?;
-            let profile = match cfg.data.profile {
-                LtProfile::Step => Profile::Step { ratio: cfg.data.ratio },
-                LtProfile::Exp => Profile::Exp { ratio: cfg.data.ratio },
-            };
             let train = long_tailed(&full, profile, Selection::Reference { seed: 0 })?;
             let test = read(&cfg.data.test_file, Split::Test)?.with_classes(train.classes().clone())?;
             (train, test)

@@ -279,3 +279,53 @@ fn best_epoch_on_the_validation_split_is_kept_and_survives_a_resume() {
     assert_eq!(resumed.selection.unwrap(), sel);
     assert_eq!(weights(&a.path().join("best.safetensors")), weights(&b.path().join("best.safetensors")));
 }
+
+#[test]
+fn tiny_imagenet_lt_trains_from_the_folder_layout() {
+    // 20 classes x 5 JPEGs written here; r = 0.2 over the first 20 classes gives 5 ... 1.
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("tiny-imagenet-200");
+    let mut ann = String::new();
+    for c in 0..20u8 {
+        let wnid = format!("n{c:02}");
+        let dir = root.join("train").join(&wnid).join("images");
+        std::fs::create_dir_all(&dir).unwrap();
+        for k in 0..5u8 {
+            image::RgbImage::from_pixel(64, 64, image::Rgb([c * 12, k * 50, 128]))
+                .save(dir.join(format!("{k}.JPEG")))
+                .unwrap();
+        }
+        std::fs::create_dir_all(root.join("val/images")).unwrap();
+        image::RgbImage::from_pixel(64, 64, image::Rgb([c * 12, 100, 128]))
+            .save(root.join(format!("val/images/v{c}.JPEG")))
+            .unwrap();
+        ann.push_str(&format!("v{c}.JPEG\t{wnid}\t0\t0\t63\t63\n"));
+    }
+    std::fs::write(root.join("val/val_annotations.txt"), ann).unwrap();
+    let dir = format!("data.dir=\"{}\"", tmp.path().display());
+    let cfg = TrainConfig::load(
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../configs/tiny-imagenet-lt-20-robustlt-at-bsl.toml"),
+        &[
+            dir.as_str(),
+            "data.ratio=0.2",
+            "model.arch=\"small-cnn\"",
+            "train.epochs=1",
+            "train.batch_size=8",
+            "train.milestones=[]",
+            "attack.steps=1",
+            "eval.limit=20",
+            "eval.steps=1",
+            "eval.every=0",
+        ]
+        .map(String::from),
+    )
+    .unwrap();
+    let (train_set, _, test) = robal::train::load_splits(&cfg).unwrap();
+    use robal_data::Dataset;
+    assert_eq!(train_set.classes().train_counts()[0], 5);
+    assert_eq!(train_set.classes().train_counts()[19], 1);
+    assert_eq!((test.len(), test.shape().height), (20, 64));
+    let out = tempfile::tempdir().unwrap();
+    let s = train(&cfg, &opts(out.path()), &Device::Cpu).unwrap();
+    assert_eq!(s.eval.images, 20);
+}
