@@ -158,11 +158,12 @@ fn import_foreign(path: &Path, arch: &str, flags: &ModelFlags, device: &Device) 
         head,
         normalization: None,
     };
-    let model = Classifier::new(config, device, 0)?;
+    let mut model = Classifier::new(config, device, 0)?;
     if path.extension().is_some_and(|e| e == "safetensors") {
         checkpoint::load_weights(&model, path)?;
-    } else {
-        checkpoint::import_pytorch(&model, path)?;
+    } else if let Some(n) = checkpoint::import_pytorch_with_normalization(&model, path)? {
+        // A normalisation wrapper (RobustBench style): the model normalises inside, as trained.
+        model.set_normalization(Some(n))?;
     }
     Ok(model)
 }

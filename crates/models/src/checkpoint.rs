@@ -14,7 +14,7 @@ use candle_core::{DType, Device, Tensor};
 use safetensors::View;
 use sha2::{Digest, Sha256};
 
-use crate::arch::ModelConfig;
+use crate::arch::{ModelConfig, Normalization};
 use crate::classifier::Classifier;
 use crate::error::{ModelError, Result};
 
@@ -191,33 +191,55 @@ fn load_state(model: &Classifier, path: &Path, tensors: &BTreeMap<String, Tensor
     model.store().load_state(tensors).map_err(|report| ModelError::Mismatch { path: path.to_path_buf(), report })
 }
 
-/// Rename one tensor of the reference PyTorch code to ours, or `None` to skip it:
-/// strips `model.`/`module.` wrappers; `classifier.fc.*` and `classifier.*` become
-/// `head.*`; BatchNorm's `num_batches_tracked` and the unused `sub_block1` of the
-/// TRADES WideResNet are dropped.
+/// Rename one tensor of a PyTorch checkpoint to ours, or `None` to skip it. Covers the
+/// layouts people have:
+/// - the RoBal reference code (`backbone.*`, `classifier.fc.*` / `classifier.*`; the
+///   unused `sub_block1` of the TRADES WideResNet is dropped);
+/// - the common CIFAR ResNet / PreAct-ResNet (`conv1`, `layer1.0.shortcut.0`, `linear.*`),
+///   as in most adversarial-training papers and AutoAttack's example;
+/// - RobustBench-style WideResNets (`block1.layer.0.*`, `fc.*`), whose normalisation
+///   wrapper's `mu`/`sigma` (or `mean`/`std`) tensors [`import_pytorch`] reads separately;
+/// - torchvision ResNets (`layer2.0.downsample.0`, `fc.*`).
+///
+/// `module.`/`model.` wrappers (DataParallel, normalisation wrappers) are stripped,
+/// `linear.*`, `fc.*` and `classifier.*` become `head.*`, anything else outside
+/// `backbone.`/`head.` goes under `backbone.`; `num_batches_tracked` is dropped.
 pub fn map_reference_name(name: &str) -> Option<String> {
     let mut n = name;
-    for prefix in ["model.", "module."] {
-        if let Some(rest) = n.strip_prefix(prefix) {
-            n = rest;
-        }
+    while let Some(rest) = n.strip_prefix("module.").or_else(|| n.strip_prefix("model.")) {
+        n = rest;
     }
-    if n.ends_with("num_batches_tracked") || n.starts_with("backbone.sub_block1.") {
+    if n.ends_with("num_batches_tracked") || n.starts_with("backbone.sub_block1.") || n.starts_with("sub_block1.") {
         return None;
     }
-    if let Some(rest) = n.strip_prefix("classifier.fc.") {
-        return Some(format!("head.{rest}"));
+    if NORMALIZATION_KEYS.iter().any(|k| k.contains(&n)) {
+        return None;
     }
-    if let Some(rest) = n.strip_prefix("classifier.") {
-        return Some(format!("head.{rest}"));
+    for head in ["classifier.fc.", "classifier.", "linear.", "fc."] {
+        if let Some(rest) = n.strip_prefix(head) {
+            return Some(format!("head.{rest}"));
+        }
     }
-    Some(n.to_string())
+    if n.starts_with("backbone.") || n.starts_with("head.") {
+        return Some(n.to_string());
+    }
+    Some(format!("backbone.{n}"))
 }
+
+/// Names of a normalisation wrapper's (mean, std) tensors.
+const NORMALIZATION_KEYS: [[&str; 2]; 2] = [["mu", "sigma"], ["mean", "std"]];
 
 /// Load a PyTorch checkpoint of the reference implementation (a `state_dict`, or a
 /// dict holding one under `state_dict`/`model`) into `model`, mapping names with
 /// [`map_reference_name`]. The architecture comes from the caller.
 pub fn import_pytorch(model: &Classifier, path: &Path) -> Result<()> {
+    import_pytorch_with_normalization(model, path).map(|_| ())
+}
+
+/// [`import_pytorch`], returning the input normalisation (mean, std) a wrapper stored in
+/// the checkpoint as `mu`/`sigma` or `mean`/`std` tensors, if any (set it on the model
+/// with [`Classifier::set_normalization`], or the inputs are not normalised as trained).
+pub fn import_pytorch_with_normalization(model: &Classifier, path: &Path) -> Result<Option<Normalization>> {
     if !path.is_file() {
         return Err(ckpt_err(path, "checkpoint not found"));
     }
@@ -235,10 +257,18 @@ pub fn import_pytorch(model: &Classifier, path: &Path) -> Result<()> {
         return Err(ckpt_err(path, "no tensors found (expected a state_dict, or a dict with `state_dict`)"));
     }
     let mut tensors = BTreeMap::new();
+    let mut wrapper = BTreeMap::new();
     for (name, t) in raw {
-        if let Some(ours) = map_reference_name(&name) {
+        let bare = name.trim_start_matches("module.").trim_start_matches("model.");
+        if NORMALIZATION_KEYS.iter().flatten().any(|k| *k == bare) {
+            wrapper.insert(bare.to_string(), t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?);
+        } else if let Some(ours) = map_reference_name(&name) {
             tensors.insert(ours, t.to_dtype(DType::F32)?);
         }
     }
-    load_state(model, path, &tensors)
+    load_state(model, path, &tensors)?;
+    let normalization = NORMALIZATION_KEYS
+        .iter()
+        .find_map(|[m, s]| Some(Normalization { mean: wrapper.get(*m)?.clone(), std: wrapper.get(*s)?.clone() }));
+    Ok(normalization)
 }

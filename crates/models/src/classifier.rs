@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use candle_core::{Device, Tensor};
 
-use crate::arch::{HeadConfig, ModelConfig};
+use crate::arch::{HeadConfig, ModelConfig, Normalization};
 use crate::backbone::Backbone;
 use crate::error::{invalid, Result};
 use crate::head::Head;
@@ -33,25 +33,7 @@ impl Classifier {
         let root = store.root();
         let backbone = Backbone::new(&root.pp("backbone"), &config.arch, config.in_channels)?;
         let head = Head::new(&root.pp("head"), config.head, backbone.feature_dim(), config.num_classes)?;
-        let norm = match &config.normalization {
-            None => None,
-            Some(n) => {
-                if n.mean.len() != config.in_channels
-                    || n.std.len() != config.in_channels
-                    || n.std.iter().any(|&s| s <= 0.0)
-                {
-                    return Err(invalid(
-                        "input normalisation",
-                        format!("mean {:?}, std {:?}: need {} values each, std > 0", n.mean, n.std, config.in_channels),
-                    ));
-                }
-                let c = config.in_channels;
-                Some((
-                    Tensor::from_vec(n.mean.clone(), (1, c, 1, 1), device)?,
-                    Tensor::from_vec(n.std.clone(), (1, c, 1, 1), device)?,
-                ))
-            }
-        };
+        let norm = norm_tensors(config.normalization.as_ref(), config.in_channels, device)?;
         Ok(Self {
             config,
             store,
@@ -63,6 +45,14 @@ impl Classifier {
             forward_count: AtomicU64::new(0),
             seed,
         })
+    }
+
+    /// Replace the input normalisation inside the model (e.g. the mean/std a
+    /// RobustBench-style wrapper carries in its checkpoint).
+    pub fn set_normalization(&mut self, normalization: Option<Normalization>) -> Result<()> {
+        self.norm = norm_tensors(normalization.as_ref(), self.config.in_channels, self.store.device())?;
+        self.config.normalization = normalization;
+        Ok(())
     }
 
     /// The settings that rebuild this model.
@@ -186,4 +176,19 @@ impl Classifier {
         self.config.head = config;
         Ok(())
     }
+}
+
+/// (x - mean) / std as (1, C, 1, 1) tensors, after checking the values.
+fn norm_tensors(n: Option<&Normalization>, c: usize, device: &Device) -> Result<Option<(Tensor, Tensor)>> {
+    let Some(n) = n else { return Ok(None) };
+    if n.mean.len() != c || n.std.len() != c || n.std.iter().any(|&s| s.is_nan() || s <= 0.0) {
+        return Err(invalid(
+            "input normalisation",
+            format!("mean {:?}, std {:?}: need {c} values each, std > 0", n.mean, n.std),
+        ));
+    }
+    Ok(Some((
+        Tensor::from_vec(n.mean.clone(), (1, c, 1, 1), device)?,
+        Tensor::from_vec(n.std.clone(), (1, c, 1, 1), device)?,
+    )))
 }

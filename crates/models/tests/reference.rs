@@ -105,3 +105,63 @@ fn importing_into_the_wrong_architecture_lists_the_differences() {
     let e = import_pytorch(&m, &fixture("nope.pt")).unwrap_err().to_string();
     assert!(e.contains("nope.pt: checkpoint not found"), "{e}");
 }
+
+/// Our tensor names written in a foreign layout: `backbone.` dropped, the head renamed.
+fn foreign(names: &[String], head: &str, wrap: &str) -> Vec<String> {
+    names
+        .iter()
+        .map(|n| {
+            let bare = n.strip_prefix("backbone.").map(str::to_string).unwrap_or_else(|| n.replacen("head.", head, 1));
+            format!("{wrap}{bare}")
+        })
+        .collect()
+}
+
+#[test]
+fn common_pytorch_layouts_map_onto_every_tensor() {
+    use robal_models::{Arch, Classifier, HeadConfig, ModelConfig};
+    // (arch, the layout's head prefix, a wrapper prefix, one name the layout really uses)
+    let cases = [
+        (Arch::ResNet18, "linear.", "", "layer2.0.shortcut.0.weight"),
+        (Arch::PreActResNet18, "linear.", "module.", "layer4.1.bn2.running_var"),
+        ("wrn-28-10".parse::<Arch>().unwrap(), "fc.", "model.", "block2.layer.0.convShortcut.weight"),
+        (Arch::ResNet18ImageNet, "fc.", "", "layer3.0.downsample.1.running_mean"),
+        (Arch::ResNet50ImageNet, "fc.", "module.", "layer1.0.conv3.weight"),
+    ];
+    for (arch, head, wrap, sample) in cases {
+        let cfg = ModelConfig { arch, in_channels: 3, num_classes: 10, head: HeadConfig::Fc, normalization: None };
+        let m = Classifier::new(cfg, &Device::Cpu, 0).unwrap();
+        let ours: Vec<String> = m.store().state().into_keys().collect();
+        let theirs = foreign(&ours, head, wrap);
+        assert!(theirs.iter().any(|n| n.ends_with(sample)), "{arch:?}: the layout has {sample}");
+        let mut back: Vec<String> = theirs.iter().filter_map(|n| map_reference_name(n)).collect();
+        back.sort();
+        assert_eq!(back, ours, "{arch:?} from the {head}* layout");
+    }
+    // Wrapper tensors and BatchNorm counters are not weights.
+    for skipped in ["mu", "model.sigma", "module.mean", "std", "bn1.num_batches_tracked"] {
+        assert_eq!(map_reference_name(skipped), None, "{skipped}");
+    }
+    assert_eq!(map_reference_name("fc.bias").as_deref(), Some("head.bias"));
+    assert_eq!(map_reference_name("module.model.conv1.weight").as_deref(), Some("backbone.conv1.weight"));
+}
+
+#[test]
+fn set_normalization_changes_the_inputs_the_backbone_sees() {
+    use robal_models::{Arch, Classifier, HeadConfig, Mode, ModelConfig, Normalization};
+    let cfg =
+        ModelConfig { arch: Arch::SmallCnn, in_channels: 3, num_classes: 4, head: HeadConfig::Fc, normalization: None };
+    let mut m = Classifier::new(cfg, &Device::Cpu, 0).unwrap();
+    let x = candle_core::Tensor::rand(0f32, 1.0, (2, 3, 16, 16), &Device::Cpu).unwrap();
+    let n = Normalization { mean: vec![0.5, 0.4, 0.3], std: vec![0.2, 0.25, 0.3] };
+    let mean = candle_core::Tensor::new(n.mean.as_slice(), &Device::Cpu).unwrap().reshape((1, 3, 1, 1)).unwrap();
+    let std = candle_core::Tensor::new(n.std.as_slice(), &Device::Cpu).unwrap().reshape((1, 3, 1, 1)).unwrap();
+    let manual = m.forward(&x.broadcast_sub(&mean).unwrap().broadcast_div(&std).unwrap(), Mode::Eval).unwrap();
+    m.set_normalization(Some(n)).unwrap();
+    let inside = m.forward(&x, Mode::Eval).unwrap();
+    let d = (manual - inside).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    assert!(d < 1e-5, "{d}");
+    assert!(m.config().normalization.is_some());
+    let bad = Normalization { mean: vec![0.0; 3], std: vec![1.0, 0.0, 1.0] };
+    assert!(m.set_normalization(Some(bad)).is_err());
+}
