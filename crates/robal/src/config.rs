@@ -512,8 +512,8 @@ impl TrainConfig {
         if self.train.epochs == 0 || self.train.batch_size == 0 {
             return Err(invalid("train.epochs / train.batch_size", "must be at least 1"));
         }
-        if self.train.lr.is_nan() || self.train.lr <= 0.0 {
-            return Err(invalid("train.lr", format!("{}: must be > 0", self.train.lr)));
+        if !(self.train.lr.is_finite() && self.train.lr > 0.0) {
+            return Err(invalid("train.lr", format!("{}: must be a finite number > 0", self.train.lr)));
         }
         let cosine = matches!(self.model.head, HeadConfig::Cosine { .. });
         match &self.loss {
