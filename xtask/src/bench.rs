@@ -96,7 +96,7 @@ fn proc_bytes(key: &str) -> u64 {
 }
 
 /// Architecture and input shape (C, H, W) of a bench model; FC head, 10 classes.
-fn model(name: &str, dev: &Device) -> Result<(Classifier, (usize, usize, usize))> {
+pub(crate) fn model(name: &str, dev: &Device) -> Result<(Classifier, (usize, usize, usize))> {
     let (arch, chw) = match name {
         "small-cnn" => (Arch::SmallCnn, (1, 28, 28)),
         "resnet18" => (Arch::ResNet18, (3, 32, 32)),

@@ -18,7 +18,7 @@ use candle_core::{DType, Device, Tensor};
 use clap::Args;
 use robal::{EvalModel, Sgd};
 use robal_attacks::{Attack, Pgd};
-use robal_models::{Arch, Classifier, HeadConfig, Mode, ModelConfig};
+use robal_models::{Classifier, Mode};
 
 #[derive(Args, Clone)]
 pub struct GpuCheckArgs {
@@ -75,19 +75,9 @@ fn scaled_diff(a: &Tensor, b: &Tensor, floor: f64) -> Result<f64> {
     Ok(max_abs(&(&a - &b)?)? / (max_abs(&a)? + floor))
 }
 
-fn build(name: &str, dev: &Device) -> Result<(Classifier, (usize, usize, usize))> {
-    let (arch, chw) = match name {
-        "small-cnn" => (Arch::SmallCnn, (1, 28, 28)),
-        "resnet18" => (Arch::ResNet18, (3, 32, 32)),
-        wrn => (wrn.parse::<Arch>().with_context(|| format!("--models {wrn}"))?, (3, 32, 32)),
-    };
-    let config = ModelConfig { arch, in_channels: chw.0, num_classes: 10, head: HeadConfig::Fc, normalization: None };
-    Ok((Classifier::new(config, dev, 0)?, chw))
-}
-
 /// The reference model's weights on `dev` (optionally perturbed).
 fn copy_to(m: &Classifier, name: &str, dev: &Device, perturb: f64) -> Result<Classifier> {
-    let (out, _) = build(name, dev)?;
+    let (out, _) = crate::bench::model(name, dev)?;
     let state = m
         .store()
         .state()
@@ -103,7 +93,7 @@ fn copy_to(m: &Classifier, name: &str, dev: &Device, perturb: f64) -> Result<Cla
 }
 
 fn compare_model(a: &GpuCheckArgs, name: &str, reference: &Device, dut: &Device) -> Result<Vec<Row>> {
-    let (m_ref, (c, h, w)) = build(name, reference)?;
+    let (m_ref, (c, h, w)) = crate::bench::model(name, reference)?;
     let m_dut = copy_to(&m_ref, name, dut, a.perturb)?;
     let b = a.batch;
     let x = Tensor::rand(0f32, 1.0, (b, c, h, w), reference)?;

@@ -212,7 +212,7 @@ pub fn map_reference_name(name: &str) -> Option<String> {
     if n.ends_with("num_batches_tracked") || n.starts_with("backbone.sub_block1.") || n.starts_with("sub_block1.") {
         return None;
     }
-    if NORMALIZATION_KEYS.iter().any(|k| k.contains(&n)) {
+    if is_normalization_key(n) {
         return None;
     }
     for head in ["classifier.fc.", "classifier.", "linear.", "fc."] {
@@ -228,6 +228,11 @@ pub fn map_reference_name(name: &str) -> Option<String> {
 
 /// Names of a normalisation wrapper's (mean, std) tensors.
 const NORMALIZATION_KEYS: [[&str; 2]; 2] = [["mu", "sigma"], ["mean", "std"]];
+
+/// Whether `bare` (wrappers stripped) is one of a normalisation wrapper's tensors.
+fn is_normalization_key(bare: &str) -> bool {
+    NORMALIZATION_KEYS.iter().flatten().any(|k| *k == bare)
+}
 
 /// Load a PyTorch checkpoint of the reference implementation (a `state_dict`, or a
 /// dict holding one under `state_dict`/`model`) into `model`, mapping names with
@@ -260,7 +265,7 @@ pub fn import_pytorch_with_normalization(model: &Classifier, path: &Path) -> Res
     let mut wrapper = BTreeMap::new();
     for (name, t) in raw {
         let bare = name.trim_start_matches("module.").trim_start_matches("model.");
-        if NORMALIZATION_KEYS.iter().flatten().any(|k| *k == bare) {
+        if is_normalization_key(bare) {
             wrapper.insert(bare.to_string(), t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?);
         } else if let Some(ours) = map_reference_name(&name) {
             tensors.insert(ours, t.to_dtype(DType::F32)?);

@@ -376,15 +376,7 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions, device: &Device) -> Result<Ru
                 extra: [(TRAIN_CONFIG_KEY.to_string(), config_text.clone())].into_iter().collect(),
             },
         )?;
-        let e = quick_eval(
-            &eval_model,
-            &test_set,
-            &Pgd::linf(cfg.eval.eps, cfg.eval.step_size, cfg.eval.steps),
-            cfg.eval.limit,
-            128,
-            0,
-            device,
-        )?;
+        let e = quick_eval(&eval_model, &test_set, &eval_attack, cfg.eval.limit, 128, 0, device)?;
         let report = serde_json::json!({"config": cfg, "class_counts": counts, "eval": e, "selection": best.as_ref().and_then(|b| b.report())});
         robal_data::write_atomic(
             &run_dir.join("train_eval.json"),
@@ -412,14 +404,7 @@ fn second_stage(
     run_dir: &Path,
     progress: bool,
 ) -> Result<()> {
-    let attack = InnerAttack {
-        eps: cfg.attack.eps,
-        step_size: cfg.attack.step_size,
-        steps: cfg.attack.steps,
-        start: cfg.attack.random_start.unwrap_or(AttackStart::Uniform),
-        loss: InnerLoss::CrossEntropy,
-        shared_start: false,
-    };
+    let attack = InnerAttack::from_config(cfg, InnerLoss::CrossEntropy, AttackStart::Uniform);
     let prefix = if s2.kind == Stage2Kind::Crt {
         model.replace_head(HeadConfig::Fc, false)?;
         "head."

@@ -61,9 +61,9 @@ pub struct WeightPerturbation {
 
 impl WeightPerturbation {
     /// Perturb the parameters `params` by gamma v, v from the gradients of `loss`
-    /// (built at the current weights). BatchNorm running statistics in `buffers` are
-    /// restored to their values before `loss` was built by the caller: pass them as
-    /// `snapshot` (see [`snapshot_buffers`]).
+    /// (built at the current weights). The caller keeps the BatchNorm running statistics
+    /// that building `loss` moved out of the model: [`snapshot_buffers`] before,
+    /// [`restore_buffers`] after.
     pub fn apply(params: &[(String, Var)], loss: &Tensor, gamma: f64) -> Result<Self> {
         let grads = loss.backward()?;
         let mut saved = Vec::new();

@@ -47,6 +47,19 @@ pub struct InnerAttack {
 }
 
 impl InnerAttack {
+    /// The training attack of `cfg.attack` on `loss`, starting as `attack.random_start`
+    /// says or, when absent, as the method's `default_start`.
+    pub fn from_config(cfg: &crate::config::TrainConfig, loss: InnerLoss, default_start: AttackStart) -> Self {
+        Self {
+            eps: cfg.attack.eps,
+            step_size: cfg.attack.step_size,
+            steps: cfg.attack.steps,
+            start: cfg.attack.random_start.unwrap_or(default_start),
+            loss,
+            shared_start: cfg.attack.class_budget.is_some_and(|b| b.shared_start),
+        }
+    }
+
     /// Adversarial examples for (x, y); per-example radii from `ctx.budget`.
     pub fn run(&self, ctx: &StepContext, x: &Tensor, y: &Tensor) -> Result<Tensor> {
         self.run_weighted(ctx, x, y, None)
@@ -74,22 +87,8 @@ impl InnerAttack {
         for _ in 0..self.steps {
             let grad = match (&z_nat, class_weights) {
                 (None, None) => loss_and_grad(&model, &x_adv, y, &Loss::CrossEntropy)?.grad,
-                (None, Some(w)) => {
-                    let v = Var::from_tensor(&x_adv.detach())?;
-                    let l = rbl(&ctx.model.forward(v.as_tensor(), Mode::Eval)?, y, w)?;
-                    match l.backward()?.get(v.as_tensor()) {
-                        Some(g) => g.detach(),
-                        None => x_adv.zeros_like()?,
-                    }
-                }
-                (Some(z_nat), _) => {
-                    let v = Var::from_tensor(&x_adv.detach())?;
-                    let kl = trades_kl(z_nat, &ctx.model.forward(v.as_tensor(), Mode::Eval)?)?;
-                    match kl.backward()?.get(v.as_tensor()) {
-                        Some(g) => g.detach(),
-                        None => x_adv.zeros_like()?,
-                    }
-                }
+                (None, Some(w)) => input_gradient(ctx, &x_adv, |z| rbl(&z, y, w))?,
+                (Some(z_nat), _) => input_gradient(ctx, &x_adv, |z| trades_kl(z_nat, &z))?,
             };
             x_adv = match &radius {
                 None => project(&(&x_adv + (grad.sign()? * self.step_size)?)?, x, self.eps, Norm::Linf)?,
@@ -127,6 +126,20 @@ impl InnerAttack {
             }
         })
     }
+}
+
+/// d loss(f(x_adv)) / d x_adv, model in eval mode (zeros where the loss does not depend on it).
+fn input_gradient(
+    ctx: &StepContext,
+    x_adv: &Tensor,
+    loss: impl FnOnce(Tensor) -> candle_core::Result<Tensor>,
+) -> Result<Tensor> {
+    let v = Var::from_tensor(&x_adv.detach())?;
+    let l = loss(ctx.model.forward(v.as_tensor(), Mode::Eval)?)?;
+    Ok(match l.backward()?.get(v.as_tensor()) {
+        Some(g) => g.detach(),
+        None => x_adv.zeros_like()?,
+    })
 }
 
 /// clip_\[0,1\](x + clip(x_adv - x, -eps_i, eps_i)) with eps_i of shape (B, 1, 1, 1).

@@ -165,14 +165,7 @@ pub trait Objective {
 pub fn build(cfg: &TrainConfig) -> Box<dyn Objective> {
     let t = &cfg.train;
     let passes = t.bn_passes;
-    let attack = |loss, default_start| InnerAttack {
-        eps: cfg.attack.eps,
-        step_size: cfg.attack.step_size,
-        steps: cfg.attack.steps,
-        start: cfg.attack.random_start.unwrap_or(default_start),
-        loss,
-        shared_start: cfg.attack.class_budget.is_some_and(|b| b.shared_start),
-    };
+    let attack = |loss, default_start| InnerAttack::from_config(cfg, loss, default_start);
     match t.mode {
         Method::Plain => Box::new(Plain),
         Method::PgdAt => Box::new(PgdAt { attack: attack(InnerLoss::CrossEntropy, AttackStart::Uniform) }),
@@ -193,6 +186,12 @@ pub fn build(cfg: &TrainConfig) -> Box<dyn Objective> {
             Box::new(Reat::new(attack(InnerLoss::CrossEntropy, AttackStart::Uniform), cfg.reat.unwrap_or_default()))
         }
     }
+}
+
+/// The crafted inputs an adversarial objective's outer loss needs; an error naming the
+/// method if the trainer called it without them.
+pub(crate) fn crafted(x_adv: Option<&Tensor>, method: Method) -> Result<&Tensor> {
+    x_adv.ok_or_else(|| crate::error::invalid("objective", format!("{method} step called without adversarial inputs")))
 }
 
 /// A method's per-example radius factors for labels `y`, as a (B, 1, 1, 1) tensor.

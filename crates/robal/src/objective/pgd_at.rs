@@ -3,8 +3,8 @@
 
 use candle_core::Tensor;
 
-use super::{InnerAttack, Method, Objective, StepContext, StepOutput};
-use crate::error::{invalid, Result};
+use super::{crafted, InnerAttack, Method, Objective, StepContext, StepOutput};
+use crate::error::Result;
 
 /// PGD-AT.
 pub struct PgdAt {
@@ -22,7 +22,7 @@ impl Objective for PgdAt {
     }
 
     fn outer(&self, ctx: &StepContext, _: &Tensor, y: &Tensor, x_adv: Option<&Tensor>) -> Result<StepOutput> {
-        let x_adv = x_adv.ok_or_else(|| invalid("pgd-at step", "called without adversarial inputs"))?;
+        let x_adv = crafted(x_adv, self.method())?;
         let z = ctx.train_logits(x_adv)?;
         Ok(StepOutput { loss: ctx.class_loss(&z, y)?, clean_logits: None, adv_logits: Some(z) })
     }

@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::{InnerAttack, Method, Objective, StepContext, StepOutput};
+use super::{crafted, InnerAttack, Method, Objective, StepContext, StepOutput};
 use crate::error::{invalid, Result};
 use crate::losses::{rbl_weights, tail, TailReduction};
 
@@ -91,7 +91,7 @@ impl Objective for Reat {
     }
 
     fn outer(&self, ctx: &StepContext, _: &Tensor, y: &Tensor, x_adv: Option<&Tensor>) -> Result<StepOutput> {
-        let x_adv = x_adv.ok_or_else(|| invalid("reat step", "called without adversarial inputs"))?;
+        let x_adv = crafted(x_adv, self.method())?;
         let h = ctx.model.features(x_adv, robal_models::Mode::Train)?;
         let z = ctx.model.logits_from_features(&h)?;
         let mut loss = ctx.class_loss(&z, y)?;

@@ -4,8 +4,8 @@
 
 use candle_core::Tensor;
 
-use super::{BnPasses, InnerAttack, Method, Objective, StepContext, StepOutput};
-use crate::error::{invalid, Result};
+use super::{crafted, BnPasses, InnerAttack, Method, Objective, StepContext, StepOutput};
+use crate::error::Result;
 use crate::losses::trades_kl;
 
 /// RoBal.
@@ -32,7 +32,7 @@ impl Objective for Robal {
     }
 
     fn outer(&self, ctx: &StepContext, x: &Tensor, y: &Tensor, x_adv: Option<&Tensor>) -> Result<StepOutput> {
-        let x_adv = x_adv.ok_or_else(|| invalid("robal step", "called without adversarial inputs"))?;
+        let x_adv = crafted(x_adv, self.method())?;
         let z_adv = ctx.train_logits(x_adv)?;
         let mut loss = (ctx.class_loss(&z_adv, y)? * self.beta_adv)?;
         let mut z_nat = None;

@@ -4,8 +4,8 @@
 
 use candle_core::Tensor;
 
-use super::{InnerAttack, Method, Objective, StepContext, StepOutput};
-use crate::error::{invalid, Result};
+use super::{crafted, InnerAttack, Method, Objective, StepContext, StepOutput};
+use crate::error::Result;
 use crate::losses::harl;
 
 /// TAET (HARL stage).
@@ -26,7 +26,7 @@ impl Objective for Taet {
     }
 
     fn outer(&self, ctx: &StepContext, _: &Tensor, y: &Tensor, x_adv: Option<&Tensor>) -> Result<StepOutput> {
-        let x_adv = x_adv.ok_or_else(|| invalid("taet step", "called without adversarial inputs"))?;
+        let x_adv = crafted(x_adv, self.method())?;
         let z = ctx.train_logits(x_adv)?;
         let per_example = ctx.loss.per_example(&z, y)?;
         let loss = harl(&per_example, y, z.dim(1)?, self.weights)?;

@@ -2,8 +2,8 @@
 
 use candle_core::Tensor;
 
-use super::{BnPasses, InnerAttack, Method, Objective, StepContext, StepOutput};
-use crate::error::{invalid, Result};
+use super::{crafted, BnPasses, InnerAttack, Method, Objective, StepContext, StepOutput};
+use crate::error::Result;
 use crate::losses::trades_kl;
 
 /// TRADES.
@@ -26,7 +26,7 @@ impl Objective for Trades {
     }
 
     fn outer(&self, ctx: &StepContext, x: &Tensor, y: &Tensor, x_adv: Option<&Tensor>) -> Result<StepOutput> {
-        let x_adv = x_adv.ok_or_else(|| invalid("trades step", "called without adversarial inputs"))?;
+        let x_adv = crafted(x_adv, self.method())?;
         let z_nat = ctx.train_logits(x)?;
         let z_adv = ctx.train_logits(x_adv)?;
         // The reference computes the KL term from a third (clean) pass: same values in
