@@ -47,9 +47,17 @@ fn max_other(z: &Tensor, y: &Tensor) -> Result<Tensor> {
     mask.where_cond(&low, z)?.max(D::Minus1)
 }
 
+/// z in f32, or in f64 if it is (half-precision logits are widened).
+fn widened(z: &Tensor) -> Result<Tensor> {
+    match z.dtype() {
+        DType::F64 => Ok(z.clone()),
+        _ => z.to_dtype(DType::F32),
+    }
+}
+
 /// Margin z_y - max_{j != y} z_j per row (B,): negative exactly when misclassified.
 pub fn margin(z: &Tensor, y: &Tensor) -> Result<Tensor> {
-    let z = z.to_dtype(DType::F32)?;
+    let z = widened(z)?;
     pick(&z, y)? - max_other(&z, y)?
 }
 
@@ -60,8 +68,9 @@ fn kth_largest(z: &Tensor, order: &Tensor, i: usize) -> Result<Tensor> {
 
 impl Loss {
     /// Per-example objective (B,).
+    /// Computed in f32 (f64 for f64 logits).
     pub fn per_example(&self, z: &Tensor, y: &Tensor) -> Result<Tensor> {
-        let z = z.to_dtype(DType::F32)?.contiguous()?;
+        let z = widened(z)?.contiguous()?;
         match self {
             Loss::CrossEntropy => {
                 let lse = candle_core::Tensor::log_sum_exp(&z, D::Minus1)?;

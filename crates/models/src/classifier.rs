@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 
 use crate::arch::{HeadConfig, ModelConfig, Normalization};
 use crate::backbone::Backbone;
@@ -29,11 +29,26 @@ pub struct Classifier {
 impl Classifier {
     /// Build `config` on `device`; every tensor's init is drawn from (seed, name).
     pub fn new(config: ModelConfig, device: &Device, seed: u64) -> Result<Self> {
-        let store = ParamStore::new(device.clone(), seed);
+        Self::build(config, ParamStore::new(device.clone(), seed), seed)
+    }
+
+    /// The same model (weights, BatchNorm statistics, class counts, post-hoc term) with
+    /// every tensor in `dtype`. F64 runs candle's own tensor ops instead of the f32 CPU
+    /// kernels: slow, for comparisons against float64 references.
+    pub fn to_dtype(&self, dtype: DType) -> Result<Self> {
+        let store = ParamStore::with_dtype(self.device().clone(), self.seed, dtype);
+        let mut out = Self::build(self.config.clone(), store, self.seed)?;
+        out.store.load_state(&self.store.state()).map_err(|report| invalid("model dtype", report))?;
+        out.class_counts = self.class_counts.clone();
+        out.set_posthoc(self.posthoc_tau())?;
+        Ok(out)
+    }
+
+    fn build(config: ModelConfig, store: ParamStore, seed: u64) -> Result<Self> {
         let root = store.root();
         let backbone = Backbone::new(&root.pp("backbone"), &config.arch, config.in_channels)?;
         let head = Head::new(&root.pp("head"), config.head, backbone.feature_dim(), config.num_classes)?;
-        let norm = norm_tensors(config.normalization.as_ref(), config.in_channels, device)?;
+        let norm = norm_tensors(config.normalization.as_ref(), config.in_channels, store.device())?;
         Ok(Self {
             config,
             store,
@@ -100,8 +115,9 @@ impl Classifier {
                     )
                 })?;
                 let total: usize = counts.iter().sum();
-                let shift: Vec<f32> = counts.iter().map(|&n| (tau * (n as f64 / total as f64).ln()) as f32).collect();
-                Some((tau, Tensor::from_vec(shift, (1, counts.len()), self.device())?))
+                let shift: Vec<f64> = counts.iter().map(|&n| tau * (n as f64 / total as f64).ln()).collect();
+                let shift = Tensor::from_vec(shift, (1, counts.len()), self.device())?.to_dtype(self.store.dtype())?;
+                Some((tau, shift))
             }
         };
         Ok(())
@@ -115,7 +131,7 @@ impl Classifier {
     /// Pooled features (N, d) of images (N, C, H, W) in \[0, 1\].
     pub fn features(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         let x = match &self.norm {
-            Some((m, s)) => x.broadcast_sub(m)?.broadcast_div(s)?,
+            Some((m, s)) => x.broadcast_sub(&m.to_dtype(x.dtype())?)?.broadcast_div(&s.to_dtype(x.dtype())?)?,
             None => x.clone(),
         };
         let seed = match mode {

@@ -178,10 +178,18 @@ impl BatchNorm2d {
     /// running_mean <- (1 - m) running_mean + m mean_b,
     /// running_var <- (1 - m) running_var + m var_b n / (n - 1).
     fn update_running(&self, stats: &ops::BatchStats) -> candle_core::Result<()> {
-        let (m, n) = (self.momentum, stats.count as f64);
-        let unbiased = if n > 1.0 { n / (n - 1.0) } else { 1.0 };
         let dev = self.running_mean.device();
         let (bm, bv) = (Tensor::new(stats.mean.as_slice(), dev)?, Tensor::new(stats.var.as_slice(), dev)?);
+        self.update_running_from(&bm, &bv, stats.count)
+    }
+
+    /// [`Self::update_running`] from the batch mean and biased variance as (C,) tensors
+    /// of any float dtype, over `count` values per channel.
+    fn update_running_from(&self, mean: &Tensor, var: &Tensor, count: usize) -> candle_core::Result<()> {
+        let (m, n) = (self.momentum, count as f64);
+        let unbiased = if n > 1.0 { n / (n - 1.0) } else { 1.0 };
+        let dtype = self.running_mean.dtype();
+        let (bm, bv) = (mean.to_dtype(dtype)?, var.to_dtype(dtype)?);
         self.running_mean.set(&((self.running_mean.as_tensor() * (1.0 - m))? + (bm * m)?)?)?;
         self.running_var.set(&((self.running_var.as_tensor() * (1.0 - m))? + (bv * (m * unbiased))?)?)?;
         Ok(())
@@ -199,8 +207,7 @@ impl BatchNorm2d {
                 let mean = x.mean_keepdim(dims.as_slice())?;
                 let centred = x.broadcast_sub(&mean)?;
                 let var = centred.sqr()?.mean_keepdim(dims.as_slice())?;
-                let f32s = |t: &Tensor| t.detach().flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>();
-                self.update_running(&ops::BatchStats { mean: f32s(&mean)?, var: f32s(&var)?, count: n })?;
+                self.update_running_from(&mean.detach().flatten_all()?, &var.detach().flatten_all()?, n)?;
                 (mean, var)
             }
             Mode::Eval => (

@@ -48,6 +48,7 @@ struct Entry {
 pub struct ParamStore {
     entries: Arc<Mutex<BTreeMap<String, Entry>>>,
     device: Device,
+    dtype: DType,
     seed: u64,
 }
 
@@ -59,12 +60,23 @@ fn name_hash(name: &str) -> u64 {
 impl ParamStore {
     /// An empty store on `device`; every tensor's init is drawn from a stream of (seed, name).
     pub fn new(device: Device, seed: u64) -> Self {
-        Self { entries: Arc::new(Mutex::new(BTreeMap::new())), device, seed }
+        Self::with_dtype(device, seed, DType::F32)
+    }
+
+    /// [`Self::new`] with tensors of `dtype` (F32 everywhere but reference comparisons
+    /// in F64; the init draws the same f32 values either way).
+    pub fn with_dtype(device: Device, seed: u64, dtype: DType) -> Self {
+        Self { entries: Arc::new(Mutex::new(BTreeMap::new())), device, dtype, seed }
     }
 
     /// The device tensors live on.
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// The dtype of every tensor.
+    pub fn dtype(&self) -> DType {
+        self.dtype
     }
 
     /// A path prefix for a layer's tensors.
@@ -90,7 +102,7 @@ impl ParamStore {
                 .collect(),
             Init::Uniform { bound } => (0..numel).map(|_| rng.random_range(-bound..bound) as f32).collect(),
         };
-        let var = Var::from_tensor(&Tensor::from_vec(data, shape, &self.device)?)?;
+        let var = Var::from_tensor(&Tensor::from_vec(data, shape, &self.device)?.to_dtype(self.dtype)?)?;
         let mut entries = self.lock();
         if entries.contains_key(&name) {
             return Err(invalid("model", format!("tensor {name} is created twice")));
@@ -159,7 +171,7 @@ impl ParamStore {
         }
         for (name, e) in entries.iter() {
             // A copy, so that a tensor sharing storage with the variable (its own state) can be set.
-            let t = state[name].to_dtype(DType::F32).and_then(|t| t.to_device(&self.device)).and_then(|t| t.copy());
+            let t = state[name].to_dtype(self.dtype).and_then(|t| t.to_device(&self.device)).and_then(|t| t.copy());
             if let Err(err) = t.and_then(|t| e.var.set(&t)) {
                 return Err(format!("  cannot set {name}: {err}"));
             }

@@ -83,3 +83,39 @@ fn same_seed_same_weights_different_seed_different() {
     let std = (v.iter().map(|x| x * x).sum::<f32>() / v.len() as f32).sqrt();
     assert!((std - 0.0589).abs() < 0.003, "{std}");
 }
+
+/// A float64 copy computes the same function (to float32 rounding), in float64, with
+/// the same class counts and post-hoc term, and trains its own BatchNorm statistics.
+#[test]
+fn a_float64_copy_is_the_same_model_in_float64() {
+    let cosine = HeadConfig::Cosine { scale: 10.0, gamma: 0.03125, bias: false };
+    let config = ModelConfig {
+        arch: Arch::WideResNet { depth: 10, widen: 1, dropout: 0.0 },
+        in_channels: 3,
+        num_classes: 4,
+        head: cosine,
+        normalization: Some(Normalization { mean: vec![0.5, 0.4, 0.3], std: vec![0.2, 0.25, 0.3] }),
+    };
+    let mut m = Classifier::new(config, &Device::Cpu, 3).unwrap();
+    m.set_class_counts(vec![100, 30, 10, 3]).unwrap();
+    m.set_posthoc(Some(0.5)).unwrap();
+    let x = Tensor::rand(0f32, 1.0, (3, 3, 32, 32), &Device::Cpu).unwrap();
+    m.forward(&x, Mode::Train).unwrap(); // BatchNorm statistics that are not the init's
+    let d = m.to_dtype(DType::F64).unwrap();
+    assert_eq!(d.store().dtype(), DType::F64);
+    assert!(d.store().state().values().all(|t| t.dtype() == DType::F64));
+    assert_eq!(d.class_counts(), Some(&[100, 30, 10, 3][..]));
+    assert_eq!(d.posthoc_tau(), Some(0.5));
+    let (a, b) = (m.forward(&x, Mode::Eval).unwrap(), d.forward(&x.to_dtype(DType::F64).unwrap(), Mode::Eval).unwrap());
+    assert_eq!(b.dtype(), DType::F64);
+    let err: f64 =
+        (a.to_dtype(DType::F64).unwrap() - &b).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap();
+    assert!(err < 1e-5, "eval logits differ by {err}");
+    let before = m.store().state()["backbone.bn1.running_mean"].to_vec1::<f32>().unwrap();
+    d.forward(&x.to_dtype(DType::F64).unwrap(), Mode::Train).unwrap();
+    assert_eq!(
+        m.store().state()["backbone.bn1.running_mean"].to_vec1::<f32>().unwrap(),
+        before,
+        "the copy is separate"
+    );
+}

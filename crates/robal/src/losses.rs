@@ -13,6 +13,13 @@ pub fn log_prior(counts: &[usize], device: &candle_core::Device) -> Result<Tenso
     Tensor::from_vec(v, (1, counts.len()), device)
 }
 
+/// [`log_prior`] in f64 (TrainLoss keeps its constants in f64 and casts them to the
+/// logits' dtype).
+fn log_prior_f64(counts: &[usize], device: &candle_core::Device) -> Result<Tensor> {
+    let total: usize = counts.iter().sum();
+    row(counts.iter().map(|&n| (n as f64 / total as f64).ln()).collect(), device)
+}
+
 /// Per-example cross-entropy (B,): -log softmax(z)_y.
 pub fn cross_entropy_per_example(z: &Tensor, y: &Tensor) -> Result<Tensor> {
     log_softmax(z, D::Minus1)?.gather(&y.unsqueeze(1)?.contiguous()?, 1)?.squeeze(1)?.neg()
@@ -95,7 +102,7 @@ pub struct TrainLoss {
 
 fn row(v: Vec<f64>, device: &candle_core::Device) -> Result<Tensor> {
     let n = v.len();
-    Tensor::from_vec(v.into_iter().map(|x| x as f32).collect::<Vec<f32>>(), (1, n), device)
+    Tensor::from_vec(v, (1, n), device)
 }
 
 impl TrainLoss {
@@ -111,13 +118,13 @@ impl TrainLoss {
                 margins = Some(row(counts.iter().map(|&n| max_m * (n as f64).powf(-0.25) / max_q).collect(), device)?);
                 scale = *s;
             }
-            LossConfig::LogitAdjusted { tau } => offset = Some((log_prior(counts, device)? * *tau)?),
+            LossConfig::LogitAdjusted { tau } => offset = Some((log_prior_f64(counts, device)? * *tau)?),
             LossConfig::Cdt { tau } => {
                 factor = Some(row(counts.iter().map(|&n| (n_max / n as f64).powf(-tau)).collect(), device)?)
             }
             LossConfig::RobalMargin { m, s, tau_m, tau_b } => {
                 margins = Some(row(counts.iter().map(|&n| m + tau_m * (n as f64 / n_min).ln() / s).collect(), device)?);
-                offset = Some((log_prior(counts, device)? * *tau_b)?);
+                offset = Some((log_prior_f64(counts, device)? * *tau_b)?);
                 scale = *s;
             }
         }
@@ -133,18 +140,19 @@ impl TrainLoss {
     /// s (z * factor - margins * onehot) + offset.
     pub fn adjusted_logits(&self, z: &Tensor, y: &Tensor) -> Result<Tensor> {
         let c = z.dim(1)?;
+        let dtype = z.dtype();
         let mut z = z.clone();
         if let Some(f) = &self.factor {
-            z = z.broadcast_mul(f)?;
+            z = z.broadcast_mul(&f.to_dtype(dtype)?)?;
         }
         if let Some(m) = &self.margins {
-            z = (z - one_hot(y, c)?.broadcast_mul(m)?)?;
+            z = (z - one_hot(y, c)?.to_dtype(dtype)?.broadcast_mul(&m.to_dtype(dtype)?)?)?;
         }
         if self.scale != 1.0 {
             z = (z * self.scale)?;
         }
         if let Some(o) = &self.offset {
-            z = z.broadcast_add(o)?;
+            z = z.broadcast_add(&o.to_dtype(dtype)?)?;
         }
         Ok(z)
     }
@@ -154,7 +162,7 @@ impl TrainLoss {
         match &self.config {
             LossConfig::Focal { gamma } => {
                 let c = z.dim(1)?;
-                let sign = ((one_hot(y, c)? * 2.0)? - 1.0)?;
+                let sign = ((one_hot(y, c)?.to_dtype(z.dtype())? * 2.0)? - 1.0)?;
                 let zt = (z * sign)?;
                 // log sigmoid(t) = -softplus(-t), computed stably.
                 let log_pt = softplus(&zt.neg()?)?.neg()?;
@@ -185,8 +193,7 @@ impl TrainLoss {
         match weights {
             None => l.mean_all(),
             Some(w) => {
-                let wt = Tensor::from_vec(w.iter().map(|&v| v as f32).collect::<Vec<f32>>(), w.len(), z.device())?
-                    .index_select(y, 0)?;
+                let wt = Tensor::from_vec(w.to_vec(), w.len(), z.device())?.to_dtype(l.dtype())?.index_select(y, 0)?;
                 let total = (l * &wt)?.sum_all()?;
                 match average {
                     WeightedMean::Weights => total.broadcast_div(&wt.sum_all()?),
@@ -222,7 +229,7 @@ pub fn trades_kl(z_nat: &Tensor, z_adv: &Tensor) -> Result<Tensor> {
 /// c (0 if absent), Lbar = mean_c L_c,
 /// HARL = w0 Lbar + w1 mean_c (L_c - Lbar)^2 + w2 sum_c (L_c / sum_k L_k)^2.
 pub fn harl(l: &Tensor, y: &Tensor, classes: usize, w: [f64; 3]) -> Result<Tensor> {
-    let onehot = one_hot(y, classes)?; // (B, C)
+    let onehot = one_hot(y, classes)?.to_dtype(l.dtype())?; // (B, C)
     let per_class_sum = l.unsqueeze(0)?.matmul(&onehot)?.squeeze(0)?; // (C,)
     let count = onehot.sum(0)?.clamp(1.0, f64::INFINITY)?;
     let lc = (per_class_sum / count)?;

@@ -272,6 +272,7 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions, device: &Device) -> Result<Ru
                 weights: weights.as_ref().map(|(w, a)| (w.as_slice(), *a)),
                 seed,
                 budget: budget.as_deref(),
+                start: None,
             };
             let method: &dyn Objective = if epoch < cfg.train.clean_epochs { &Plain } else { chosen.as_ref() };
             let x_adv = method.craft(&ctx, x, y)?;
@@ -437,6 +438,7 @@ fn second_stage(
                     weights: None,
                     seed: cfg.train.seed ^ (0x5 << 40 | (epoch << 20 | step) as u64),
                     budget: None,
+                    start: None,
                 };
                 attack.run(&ctx, &batch.images, &batch.labels)?
             };

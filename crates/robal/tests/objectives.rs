@@ -154,7 +154,7 @@ fn inner_attack_uses_each_examples_radius_and_step() {
     let x = ((x * 0.5).unwrap() + 0.25).unwrap(); // in [0.25, 0.75]: no clipping at eps <= 0.25
     let loss = TrainLoss::new(LossConfig::Ce, &[1; 10], &Device::Cpu).unwrap();
     let factors = [0.5, 1.0, 1.5, 1.0, 1.0, 1.0, 1.0, 2.0, 0.0, 1.0];
-    let ctx = StepContext { model: &m, loss: &loss, weights: None, seed: 1, budget: Some(&factors) };
+    let ctx = StepContext { model: &m, loss: &loss, weights: None, seed: 1, budget: Some(&factors), start: None };
     let attack = InnerAttack {
         eps: 0.1,
         step_size: 0.1,

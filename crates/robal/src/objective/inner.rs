@@ -60,7 +60,8 @@ impl InnerAttack {
         }
     }
 
-    /// Adversarial examples for (x, y); per-example radii from `ctx.budget`.
+    /// Adversarial examples for (x, y); per-example radii from `ctx.budget`, the start
+    /// from `ctx.start` if given, else drawn from `ctx.seed` as `self.start` says.
     pub fn run(&self, ctx: &StepContext, x: &Tensor, y: &Tensor) -> Result<Tensor> {
         self.run_weighted(ctx, x, y, None)
     }
@@ -83,7 +84,10 @@ impl InnerAttack {
             InnerLoss::TradesKl => Some(ctx.model.forward(x, Mode::Eval)?.detach()),
             InnerLoss::CrossEntropy => None,
         };
-        let mut x_adv = self.start(x, radius.as_ref(), ctx.seed)?;
+        let mut x_adv = match ctx.start {
+            Some(given) => given.clone(),
+            None => self.start(x, radius.as_ref(), ctx.seed)?,
+        };
         for _ in 0..self.steps {
             let grad = match (&z_nat, class_weights) {
                 (None, None) => loss_and_grad(&model, &x_adv, y, &Loss::CrossEntropy)?.grad,

@@ -103,6 +103,10 @@ pub struct StepContext<'a> {
     pub seed: u64,
     /// Per-class radius factors eps_c / eps of this epoch (RobustLT), if on.
     pub budget: Option<&'a [f64]>,
+    /// The inner attack's start point, used as given (no projection), instead of one
+    /// drawn from `seed`: replays another implementation's random stream (the
+    /// PyTorch trajectory test does). `None` in training.
+    pub start: Option<&'a Tensor>,
 }
 
 impl StepContext<'_> {
