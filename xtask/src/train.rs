@@ -38,7 +38,11 @@ pub struct TrainArgs {
 pub fn device(name: &str) -> Result<candle_core::Device> {
     match name {
         "cpu" => Ok(candle_core::Device::Cpu),
-        "cuda" => candle_core::Device::new_cuda(0).context("--device cuda (build with --features cuda)"),
+        "cuda" => candle_core::Device::new_cuda(0).context(if cfg!(feature = "cuda") {
+            "--device cuda: no usable CUDA device 0 (is the NVIDIA driver's libcuda.so.1 on the library path?)"
+        } else {
+            "--device cuda: this binary was built without CUDA (build with --features cuda)"
+        }),
         other => bail!("--device {other:?}: expected cpu or cuda"),
     }
 }
