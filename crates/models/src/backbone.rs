@@ -1,9 +1,10 @@
-//! One type for every backbone.
+//! One type for every backbone, and the two ways it runs.
 
 use candle_core::Tensor;
 
 use crate::arch::Arch;
 use crate::error::Result;
+use crate::graph::{Eager, Graph, Recorder, TapeValue};
 use crate::layers::Mode;
 use crate::ops;
 use crate::resnet::{ResNet, ResNetKind};
@@ -11,100 +12,99 @@ use crate::small_cnn::SmallCnn;
 use crate::store::StorePath;
 use crate::wideresnet::WideResNet;
 
+/// The architectures (each topology written once, generic over [`Graph`]).
+#[derive(Clone, Debug)]
+enum Net {
+    WideResNet(WideResNet),
+    ResNet(ResNet),
+    SmallCnn(SmallCnn),
+}
+
 /// A feature extractor: image batch (N, C, H, W) -> pooled feature (N, d).
 #[derive(Clone, Debug)]
-pub enum Backbone {
-    /// WideResNet.
-    WideResNet(WideResNet),
-    /// ResNet family.
-    ResNet(ResNet),
-    /// Small CNN.
-    SmallCnn(SmallCnn),
+pub struct Backbone {
+    net: Net,
+    /// Where its tensors live in the model's store.
+    path: StorePath,
 }
 
 impl Backbone {
     /// Build `arch` under `p`.
     pub fn new(p: &StorePath, arch: &Arch, in_channels: usize) -> Result<Self> {
-        Ok(match *arch {
+        let net = match *arch {
             Arch::WideResNet { depth, widen, dropout } => {
-                Backbone::WideResNet(WideResNet::new(p, in_channels, depth, widen, dropout)?)
+                Net::WideResNet(WideResNet::new(p, in_channels, depth, widen, dropout)?)
             }
-            Arch::ResNet18 => Backbone::ResNet(ResNet::new(p, in_channels, ResNetKind::ResNet18)?),
-            Arch::PreActResNet18 => Backbone::ResNet(ResNet::new(p, in_channels, ResNetKind::PreActResNet18)?),
-            Arch::ResNet18ImageNet => Backbone::ResNet(ResNet::new(p, in_channels, ResNetKind::ResNet18ImageNet)?),
-            Arch::ResNet50ImageNet => Backbone::ResNet(ResNet::new(p, in_channels, ResNetKind::ResNet50ImageNet)?),
-            Arch::SmallCnn => Backbone::SmallCnn(SmallCnn::new(p, in_channels)?),
-        })
+            Arch::ResNet18 => Net::ResNet(ResNet::new(p, in_channels, ResNetKind::ResNet18)?),
+            Arch::PreActResNet18 => Net::ResNet(ResNet::new(p, in_channels, ResNetKind::PreActResNet18)?),
+            Arch::ResNet18ImageNet => Net::ResNet(ResNet::new(p, in_channels, ResNetKind::ResNet18ImageNet)?),
+            Arch::ResNet50ImageNet => Net::ResNet(ResNet::new(p, in_channels, ResNetKind::ResNet50ImageNet)?),
+            Arch::SmallCnn => Net::SmallCnn(SmallCnn::new(p, in_channels)?),
+        };
+        Ok(Self { net, path: p.clone() })
     }
 
     /// Pooled feature. `seed` draws dropout masks (training mode only).
     ///
-    /// Where [`Self::runs_on_tape`] says so, the whole backbone runs as one candle op
-    /// with its own backward pass ([`crate::ops::Tape`]): the same function, without
-    /// candle's per-layer gradient bookkeeping; in evaluation mode (an attack step) it
-    /// computes the input gradient only, in training the parameter gradients (and the
-    /// input gradient if x takes part in autograd).
+    /// Where [`Self::runs_on_tape`] says so, the backbone is recorded on a
+    /// [`crate::ops::Tape`] ([`Recorder`]) and runs as one candle op with its own
+    /// backward pass: the same function, without candle's per-layer gradient
+    /// bookkeeping; in evaluation mode (an attack step) it computes the input gradient
+    /// only, in training the parameter gradients (and the input gradient if x takes
+    /// part in autograd). Elsewhere it runs layer by layer ([`Eager`]).
     pub fn forward(&self, x: &Tensor, mode: Mode, seed: u64) -> Result<Tensor> {
-        if self.runs_on_tape(x, mode) {
-            let me = self.clone();
-            let build = move |t: &mut ops::Tape, v| me.tape(t, v, mode, seed);
-            return Ok(match mode {
-                Mode::Eval => ops::frozen_forward(x, build)?,
-                Mode::Train => ops::train_forward(x, &self.params(), build)?,
-            });
+        if !self.runs_on_tape(x, mode) {
+            return self.forward_layers(x, mode, seed);
         }
-        self.forward_layers(x, mode, seed)
+        let net = self.net.clone();
+        let build = move |t: &mut ops::Tape, v: ops::ValueId| -> candle_core::Result<ops::ValueId> {
+            let mut g = Recorder::new(t, mode);
+            match graph(&net, &mut g, &TapeValue::Ready(v), seed).map_err(candle_core::Error::wrap)? {
+                TapeValue::Ready(y) => Ok(y),
+                TapeValue::Pending(..) => Err(candle_core::Error::Msg("backbone ended on a pending map".into())),
+            }
+        };
+        Ok(match mode {
+            Mode::Eval => ops::frozen_forward(x, build)?,
+            Mode::Train => ops::train_forward(x, &self.params(), build)?,
+        })
     }
 
     /// Whether [`Self::forward`] of `x` in `mode` runs on a tape: x an f32 CPU image
-    /// batch with the CPU kernels on, a backbone with a tape form (all but the ImageNet
-    /// ResNets), and either training mode or evaluation mode with x taking part in
-    /// autograd (an attack step). Inference without gradients keeps the layer-by-layer
-    /// path, which frees each activation as soon as it is used.
+    /// batch with the CPU kernels on, and either training mode or evaluation mode with
+    /// x taking part in autograd (an attack step). Inference without gradients keeps
+    /// the layer-by-layer path, which frees each activation as soon as it is used.
     pub fn runs_on_tape(&self, x: &Tensor, mode: Mode) -> bool {
-        x.rank() == 4 && ops::kernels_apply(x) && self.has_tape_form() && (mode == Mode::Train || x.track_op())
+        x.rank() == 4 && ops::kernels_apply(x) && (mode == Mode::Train || x.track_op())
     }
 
     /// Pooled feature computed layer by layer through candle's autograd (what
     /// [`Self::forward`] runs where [`Self::runs_on_tape`] is false).
     pub fn forward_layers(&self, x: &Tensor, mode: Mode, seed: u64) -> Result<Tensor> {
-        match self {
-            Backbone::WideResNet(m) => m.forward(x, mode, seed),
-            Backbone::ResNet(m) => m.forward(x, mode),
-            Backbone::SmallCnn(m) => m.forward(x, mode),
-        }
+        graph(&self.net, &mut Eager { mode }, x, seed)
     }
 
-    fn has_tape_form(&self) -> bool {
-        match self {
-            Backbone::ResNet(m) => m.has_tape_form(),
-            Backbone::WideResNet(_) | Backbone::SmallCnn(_) => true,
-        }
-    }
-
-    fn tape(&self, t: &mut ops::Tape, x: ops::ValueId, mode: Mode, seed: u64) -> candle_core::Result<ops::ValueId> {
-        match self {
-            Backbone::WideResNet(m) => m.tape(t, x, mode, seed),
-            Backbone::ResNet(m) => m.tape(t, x, mode),
-            Backbone::SmallCnn(m) => m.tape(t, x, mode),
-        }
-    }
-
-    /// Every parameter of the backbone (convolution weights, BatchNorm γ and β).
+    /// Every parameter of the backbone (convolution weights, BatchNorm γ and β), from
+    /// the model's store, sorted by name.
     pub fn params(&self) -> Vec<Tensor> {
-        match self {
-            Backbone::WideResNet(m) => m.params(),
-            Backbone::ResNet(m) => m.params(),
-            Backbone::SmallCnn(m) => m.params(),
-        }
+        self.path.params()
     }
 
     /// Feature dimension.
     pub fn feature_dim(&self) -> usize {
-        match self {
-            Backbone::WideResNet(m) => m.feature_dim(),
-            Backbone::ResNet(m) => m.feature_dim(),
-            Backbone::SmallCnn(m) => m.feature_dim(),
+        match &self.net {
+            Net::WideResNet(m) => m.feature_dim(),
+            Net::ResNet(m) => m.feature_dim(),
+            Net::SmallCnn(m) => m.feature_dim(),
         }
+    }
+}
+
+/// The network's topology on graph `g`.
+fn graph<G: Graph>(net: &Net, g: &mut G, x: &G::Value, seed: u64) -> Result<G::Value> {
+    match net {
+        Net::WideResNet(m) => m.graph(g, x, seed),
+        Net::ResNet(m) => m.graph(g, x),
+        Net::SmallCnn(m) => m.graph(g, x),
     }
 }

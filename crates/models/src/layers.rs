@@ -32,14 +32,6 @@ impl Mode {
     }
 }
 
-/// The input of a convolution on a [`Tape`]: a stored value, or relu(bn(value)) applied
-/// inside the convolution (evaluation mode).
-#[derive(Clone, Debug)]
-pub(crate) enum ConvInput {
-    Value(ValueId),
-    Activated(ValueId, Affine),
-}
-
 /// 2-D convolution without bias: weight (out, in, k, k), init Normal(0, 2 / (k*k*out)).
 #[derive(Clone, Debug)]
 pub struct Conv2d {
@@ -62,18 +54,10 @@ impl Conv2d {
         Ok(crate::ops::conv2d(x, &mode.param(&self.weight), self.stride, self.padding)?)
     }
 
-    /// y = conv(input, W) as a step of a tape (W a parameter of a training tape, a
-    /// constant of an evaluation one).
-    pub(crate) fn tape(&self, t: &mut Tape, input: &ConvInput) -> candle_core::Result<ValueId> {
-        match input {
-            ConvInput::Value(x) => t.conv(*x, &self.weight, self.stride, self.padding, None),
-            ConvInput::Activated(x, f) => t.conv(*x, &self.weight, self.stride, self.padding, Some(f.clone())),
-        }
-    }
-
-    /// The layer's parameters, appended to `out`.
-    pub(crate) fn params(&self, out: &mut Vec<Tensor>) {
-        out.push(self.weight.clone());
+    /// y = conv(pre(x), W) as a step of a tape (W a parameter of a training tape, a
+    /// constant of an evaluation one; `pre` a pending evaluation-mode BatchNorm-ReLU).
+    pub(crate) fn tape(&self, t: &mut Tape, x: ValueId, pre: Option<Affine>) -> candle_core::Result<ValueId> {
+        t.conv(x, &self.weight, self.stride, self.padding, pre)
     }
 }
 
@@ -159,20 +143,6 @@ impl BatchNorm2d {
                 Ok(y)
             }
         }
-    }
-
-    /// relu(bn(x)) on its way into convolutions: applied inside them in evaluation
-    /// mode, a step of its own (computed once) in training.
-    pub(crate) fn tape_into_conv(&self, t: &mut Tape, x: ValueId, mode: Mode) -> candle_core::Result<ConvInput> {
-        Ok(match mode {
-            Mode::Eval => ConvInput::Activated(x, self.affine(true)?),
-            Mode::Train => ConvInput::Value(self.tape(t, x, true, mode)?),
-        })
-    }
-
-    /// The layer's parameters (weight, bias), appended to `out`.
-    pub(crate) fn params(&self, out: &mut Vec<Tensor>) {
-        out.extend([self.weight.clone(), self.bias.clone()]);
     }
 
     /// running_mean <- (1 - m) running_mean + m mean_b,

@@ -2,7 +2,9 @@
 //!
 //! The networks robal-rs trains and attacks, on candle:
 //!
-//! - backbones ([`Backbone`]): [`WideResNet`] (any 6n+4 depth, pre-activation,
+//! - backbones ([`Backbone`]), each topology written once against [`Graph`] and run
+//!   eagerly on candle tensors ([`Eager`]) or recorded for the CPU kernels
+//!   ([`Recorder`]): [`WideResNet`] (any 6n+4 depth, pre-activation,
 //!   optional dropout), CIFAR ResNet-18 and PreAct-ResNet-18, ImageNet ResNet-18/50
 //!   ([`ResNet`]), and a [`SmallCnn`] for 28x28 digits; all take NCHW f32 in \[0, 1\];
 //! - heads ([`Head`]): FC, RoBal's scale-invariant cosine head
@@ -32,6 +34,7 @@ pub mod backbone;
 pub mod checkpoint;
 pub mod classifier;
 pub mod error;
+pub mod graph;
 pub mod head;
 pub mod layers;
 pub mod ops;
@@ -44,6 +47,7 @@ pub use arch::{Arch, HeadConfig, ModelConfig, Normalization};
 pub use backbone::Backbone;
 pub use classifier::Classifier;
 pub use error::{ModelError, Result};
+pub use graph::{Eager, Graph, Recorder, TapeValue};
 pub use head::Head;
 pub use layers::{BatchNorm2d, Conv2d, Linear, Mode};
 pub use resnet::{ResNet, ResNetKind};

@@ -3,11 +3,10 @@
 //! Tensor names follow the common PyTorch definitions (kuangliu's CIFAR models,
 //! torchvision's ImageNet models).
 
-use candle_core::Tensor;
-
 use crate::error::Result;
-use crate::layers::{global_avg_pool, BatchNorm2d, Conv2d, ConvInput, Mode};
-use crate::ops::{Tape, ValueId};
+use crate::graph::Graph;
+use crate::layers::{BatchNorm2d, Conv2d};
+use crate::ops::Pool2d;
 use crate::store::StorePath;
 
 #[derive(Clone, Debug)]
@@ -41,105 +40,45 @@ fn conv_bn(
 }
 
 impl Unit {
-    fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        let project = |s: &Option<(Conv2d, BatchNorm2d)>| -> Result<Tensor> {
+    /// The unit on graph `g`.
+    fn graph<G: Graph>(&self, g: &mut G, x: &G::Value) -> Result<G::Value> {
+        let project = |g: &mut G, s: &Option<(Conv2d, BatchNorm2d)>| -> Result<G::Value> {
             match s {
-                Some((c, b)) => b.forward(&c.forward(x, mode)?, mode),
+                Some((c, b)) => {
+                    let y = g.conv(x, c)?;
+                    g.batch_norm(&y, b, false)
+                }
                 None => Ok(x.clone()),
             }
         };
-        Ok(match self {
-            Unit::Basic { c1, b1, c2, b2, short } => {
-                let o = b1.forward_relu(&c1.forward(x, mode)?, mode)?;
-                let o = b2.forward(&c2.forward(&o, mode)?, mode)?;
-                crate::ops::add_relu(&o, &project(short)?)?
-            }
-            Unit::Bottleneck { c1, b1, c2, b2, c3, b3, short } => {
-                let o = b1.forward_relu(&c1.forward(x, mode)?, mode)?;
-                let o = b2.forward_relu(&c2.forward(&o, mode)?, mode)?;
-                let o = b3.forward(&c3.forward(&o, mode)?, mode)?;
-                crate::ops::add_relu(&o, &project(short)?)?
-            }
-            Unit::PreAct { b1, c1, b2, c2, short } => {
-                let a = b1.forward_relu(x, mode)?;
-                let o = c1.forward(&a, mode)?;
-                let o = c2.forward(&b2.forward_relu(&o, mode)?, mode)?;
-                let skip = match short {
-                    Some(c) => c.forward(&a, mode)?,
-                    None => x.clone(),
-                };
-                (o + skip)?
-            }
-        })
-    }
-}
-
-impl Unit {
-    /// The unit as steps of a tape; in evaluation mode BatchNorm-ReLUs that feed a
-    /// convolution run inside it. `None` for the bottleneck unit (not needed by the
-    /// CIFAR models; it keeps the tensor-op path).
-    fn tape(&self, t: &mut Tape, x: ValueId, mode: Mode) -> candle_core::Result<Option<ValueId>> {
-        let input = ConvInput::Value(x);
-        Ok(Some(match self {
-            Unit::Basic { c1, b1, c2, b2, short } => {
-                let o = c1.tape(t, &input)?;
-                let o = b1.tape_into_conv(t, o, mode)?;
-                let o = c2.tape(t, &o)?;
-                let o = b2.tape(t, o, false, mode)?;
-                let skip = match short {
-                    Some((c, b)) => {
-                        let s = c.tape(t, &input)?;
-                        b.tape(t, s, false, mode)?
-                    }
-                    None => x,
-                };
-                t.add(o, skip, true)?
-            }
-            Unit::PreAct { b1, c1, b2, c2, short } => {
-                let a = b1.tape_into_conv(t, x, mode)?;
-                let o = c1.tape(t, &a)?;
-                let o = b2.tape_into_conv(t, o, mode)?;
-                let o = c2.tape(t, &o)?;
-                let skip = match short {
-                    Some(c) => c.tape(t, &a)?,
-                    None => x,
-                };
-                t.add(o, skip, false)?
-            }
-            Unit::Bottleneck { .. } => return Ok(None),
-        }))
-    }
-
-    fn params(&self, out: &mut Vec<Tensor>) {
         match self {
             Unit::Basic { c1, b1, c2, b2, short } => {
-                c1.params(out);
-                b1.params(out);
-                c2.params(out);
-                b2.params(out);
-                if let Some((c, b)) = short {
-                    c.params(out);
-                    b.params(out);
-                }
+                let o = g.conv(x, c1)?;
+                let o = g.batch_norm(&o, b1, true)?;
+                let o = g.conv(&o, c2)?;
+                let o = g.batch_norm(&o, b2, false)?;
+                let skip = project(g, short)?;
+                g.add(&o, &skip, true)
             }
             Unit::Bottleneck { c1, b1, c2, b2, c3, b3, short } => {
-                for (c, b) in [(c1, b1), (c2, b2), (c3, b3)] {
-                    c.params(out);
-                    b.params(out);
+                let mut o = x.clone();
+                for (c, b, relu) in [(c1, b1, true), (c2, b2, true), (c3, b3, false)] {
+                    o = g.conv(&o, c)?;
+                    o = g.batch_norm(&o, b, relu)?;
                 }
-                if let Some((c, b)) = short {
-                    c.params(out);
-                    b.params(out);
-                }
+                let skip = project(g, short)?;
+                g.add(&o, &skip, true)
             }
             Unit::PreAct { b1, c1, b2, c2, short } => {
-                b1.params(out);
-                c1.params(out);
-                b2.params(out);
-                c2.params(out);
-                if let Some(c) = short {
-                    c.params(out);
-                }
+                let a = g.batch_norm(x, b1, true)?;
+                let o = g.conv(&a, c1)?;
+                let o = g.batch_norm(&o, b2, true)?;
+                let o = g.conv(&o, c2)?;
+                let skip = match short {
+                    Some(c) => g.conv(&a, c)?,
+                    None => x.clone(),
+                };
+                g.add(&o, &skip, false)
             }
         }
     }
@@ -239,64 +178,22 @@ impl ResNet {
         Ok(Self { kind, conv1, bn1, units, final_bn, feature_dim: cin })
     }
 
-    /// Pooled feature (N, 512) or (N, 2048).
-    pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        let mut out = self.conv1.forward(x, mode)?;
+    /// Pooled feature (N, 512) or (N, 2048) of `x` on graph `g`.
+    pub fn graph<G: Graph>(&self, g: &mut G, x: &G::Value) -> Result<G::Value> {
+        let mut out = g.conv(x, &self.conv1)?;
         if let Some(bn) = &self.bn1 {
-            out = bn.forward_relu(&out, mode)?;
+            out = g.batch_norm(&out, bn, true)?;
         }
         if matches!(self.kind, ResNetKind::ResNet18ImageNet | ResNetKind::ResNet50ImageNet) {
-            out = crate::ops::max_pool2d(&out, 3, 2, 1)?;
+            out = g.max_pool(&out, Pool2d { kernel: 3, stride: 2, padding: 1 })?;
         }
         for u in &self.units {
-            out = u.forward(&out, mode)?;
+            out = u.graph(g, &out)?;
         }
         if let Some(bn) = &self.final_bn {
-            out = bn.forward_relu(&out, mode)?;
+            out = g.batch_norm(&out, bn, true)?;
         }
-        global_avg_pool(&out)
-    }
-
-    /// Whether [`Self::tape`] covers this network: the CIFAR forms (the ImageNet
-    /// forms' max-pool and bottleneck units keep the tensor-op path).
-    pub(crate) fn has_tape_form(&self) -> bool {
-        matches!(self.kind, ResNetKind::ResNet18 | ResNetKind::PreActResNet18)
-    }
-
-    /// [`Self::forward`] as steps of a tape (see [`crate::ops::Tape`]); the caller
-    /// checks [`Self::has_tape_form`].
-    pub(crate) fn tape(&self, t: &mut Tape, x: ValueId, mode: Mode) -> candle_core::Result<ValueId> {
-        let no_form = || candle_core::Error::Msg(format!("{:?} has no tape form", self.kind));
-        if !self.has_tape_form() {
-            return Err(no_form());
-        }
-        let mut out = self.conv1.tape(t, &ConvInput::Value(x))?;
-        if let Some(bn) = &self.bn1 {
-            out = bn.tape(t, out, true, mode)?;
-        }
-        for u in &self.units {
-            out = u.tape(t, out, mode)?.ok_or_else(no_form)?;
-        }
-        if let Some(bn) = &self.final_bn {
-            out = bn.tape(t, out, true, mode)?;
-        }
-        Ok(t.pool(out))
-    }
-
-    /// Every parameter, in a fixed order.
-    pub(crate) fn params(&self) -> Vec<Tensor> {
-        let mut out = Vec::new();
-        self.conv1.params(&mut out);
-        if let Some(bn) = &self.bn1 {
-            bn.params(&mut out);
-        }
-        for u in &self.units {
-            u.params(&mut out);
-        }
-        if let Some(bn) = &self.final_bn {
-            bn.params(&mut out);
-        }
-        out
+        g.global_avg_pool(&out)
     }
 
     /// Feature dimension.

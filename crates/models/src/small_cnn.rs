@@ -3,11 +3,9 @@
 //! average pool -> 128-d feature. About 93k parameters and 7.5M multiply-adds per
 //! image, so adversarial training fits in minutes on two CPU cores.
 
-use candle_core::Tensor;
-
 use crate::error::Result;
-use crate::layers::{global_avg_pool, BatchNorm2d, Conv2d, ConvInput, Mode};
-use crate::ops::{Tape, ValueId};
+use crate::graph::Graph;
+use crate::layers::{BatchNorm2d, Conv2d};
 use crate::store::StorePath;
 
 /// The small CNN feature extractor.
@@ -33,41 +31,14 @@ impl SmallCnn {
         Ok(Self { layers })
     }
 
-    /// Pooled feature (N, 128).
-    pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+    /// Pooled feature (N, 128) of `x` on graph `g`.
+    pub fn graph<G: Graph>(&self, g: &mut G, x: &G::Value) -> Result<G::Value> {
         let mut out = x.clone();
         for (conv, bn) in &self.layers {
-            out = bn.forward_relu(&conv.forward(&out, mode)?, mode)?;
+            out = g.conv(&out, conv)?;
+            out = g.batch_norm(&out, bn, true)?;
         }
-        global_avg_pool(&out)
-    }
-
-    /// [`Self::forward`] as steps of a tape (see [`crate::ops::Tape`]); in evaluation
-    /// mode each BatchNorm-ReLU but the last runs inside the next convolution.
-    pub(crate) fn tape(&self, t: &mut Tape, x: ValueId, mode: Mode) -> candle_core::Result<ValueId> {
-        let mut input = ConvInput::Value(x);
-        let mut last = None;
-        for (conv, bn) in &self.layers {
-            let out = conv.tape(t, &input)?;
-            input = bn.tape_into_conv(t, out, mode)?;
-            last = Some((out, bn));
-        }
-        let out = match (input, last) {
-            (ConvInput::Value(v), _) => v,
-            (ConvInput::Activated(..), Some((out, bn))) => bn.tape(t, out, true, mode)?,
-            (ConvInput::Activated(v, _), None) => v,
-        };
-        Ok(t.pool(out))
-    }
-
-    /// Every parameter, in a fixed order.
-    pub(crate) fn params(&self) -> Vec<Tensor> {
-        let mut out = Vec::new();
-        for (conv, bn) in &self.layers {
-            conv.params(&mut out);
-            bn.params(&mut out);
-        }
-        out
+        g.global_avg_pool(&out)
     }
 
     /// Feature dimension (128).

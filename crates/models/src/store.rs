@@ -216,4 +216,11 @@ impl StorePath {
     pub fn device(&self) -> &Device {
         self.store.device()
     }
+
+    /// Every trainable parameter under this path, sorted by name (the optimiser's and
+    /// the training tape's list: read from the store, never written by hand).
+    pub fn params(&self) -> Vec<Tensor> {
+        let prefix = if self.prefix.is_empty() { String::new() } else { format!("{}.", self.prefix) };
+        self.store.trainable(&prefix).into_iter().map(|(_, v)| v.as_tensor().clone()).collect()
+    }
 }

@@ -3,11 +3,9 @@
 //! (BN-ReLU-conv3x3, BN-ReLU-[dropout]-conv3x3, 1x1 shortcut where the shape
 //! changes); final BN-ReLU and global average pool.
 
-use candle_core::Tensor;
-
 use crate::error::{invalid, Result};
-use crate::layers::{dropout, dropout_mask, global_avg_pool, BatchNorm2d, Conv2d, ConvInput, Mode};
-use crate::ops::{Tape, ValueId};
+use crate::graph::Graph;
+use crate::layers::{BatchNorm2d, Conv2d};
 use crate::store::StorePath;
 
 #[derive(Clone, Debug)]
@@ -36,48 +34,19 @@ impl Block {
         })
     }
 
-    fn forward(&self, x: &Tensor, mode: Mode, seed: u64) -> Result<Tensor> {
-        let a = self.bn1.forward_relu(x, mode)?;
-        let out = self.conv1.forward(&a, mode)?;
-        let out = self.bn2.forward_relu(&out, mode)?;
-        let out = dropout(&out, self.drop, mode, seed)?;
-        let out = self.conv2.forward(&out, mode)?;
-        // As the reference: when the shape changes, the shortcut sees the pre-activated input.
+    /// BN-ReLU, conv3x3, BN-ReLU, dropout, conv3x3, plus the input or, when the shape
+    /// changes, a 1x1 convolution of the pre-activated input (as the reference).
+    fn graph<G: Graph>(&self, g: &mut G, x: &G::Value, seed: u64) -> Result<G::Value> {
+        let a = g.batch_norm(x, &self.bn1, true)?;
+        let out = g.conv(&a, &self.conv1)?;
+        let out = g.batch_norm(&out, &self.bn2, true)?;
+        let out = g.dropout(&out, self.drop, seed)?;
+        let out = g.conv(&out, &self.conv2)?;
         let skip = match &self.shortcut {
-            Some(conv) => conv.forward(&a, mode)?,
+            Some(conv) => g.conv(&a, conv)?,
             None => x.clone(),
         };
-        Ok((out + skip)?)
-    }
-
-    /// The same block as steps of a tape. In evaluation mode both BatchNorm-ReLUs run
-    /// inside the convolutions that read them (dropout is the identity there).
-    fn tape(&self, t: &mut Tape, x: ValueId, mode: Mode, seed: u64) -> candle_core::Result<ValueId> {
-        let a = self.bn1.tape_into_conv(t, x, mode)?;
-        let out = self.conv1.tape(t, &a)?;
-        let out = if mode == Mode::Train && self.drop > 0.0 {
-            let v = self.bn2.tape(t, out, true, mode)?;
-            let len = t.dims(v).iter().product();
-            ConvInput::Value(t.mask(v, dropout_mask(len, self.drop, seed))?)
-        } else {
-            self.bn2.tape_into_conv(t, out, mode)?
-        };
-        let out = self.conv2.tape(t, &out)?;
-        let skip = match &self.shortcut {
-            Some(conv) => conv.tape(t, &a)?,
-            None => x,
-        };
-        t.add(out, skip, false)
-    }
-
-    fn params(&self, out: &mut Vec<Tensor>) {
-        self.bn1.params(out);
-        self.conv1.params(out);
-        self.bn2.params(out);
-        self.conv2.params(out);
-        if let Some(c) = &self.shortcut {
-            c.params(out);
-        }
+        g.add(&out, &skip, false)
     }
 }
 
@@ -120,34 +89,15 @@ impl WideResNet {
         })
     }
 
-    /// Pooled feature (N, 64*widen). `seed` draws the dropout masks in training mode.
-    pub fn forward(&self, x: &Tensor, mode: Mode, seed: u64) -> Result<Tensor> {
-        let mut out = self.conv1.forward(x, mode)?;
+    /// Pooled feature (N, 64*widen) of `x` on graph `g`; `seed` draws the dropout masks
+    /// in training mode.
+    pub fn graph<G: Graph>(&self, g: &mut G, x: &G::Value, seed: u64) -> Result<G::Value> {
+        let mut out = g.conv(x, &self.conv1)?;
         for (k, b) in self.blocks.iter().enumerate() {
-            out = b.forward(&out, mode, seed.wrapping_add(k as u64))?;
+            out = b.graph(g, &out, seed.wrapping_add(k as u64))?;
         }
-        global_avg_pool(&self.bn1.forward_relu(&out, mode)?)
-    }
-
-    /// [`Self::forward`] as steps of a tape (see [`crate::ops::Tape`]).
-    pub(crate) fn tape(&self, t: &mut Tape, x: ValueId, mode: Mode, seed: u64) -> candle_core::Result<ValueId> {
-        let mut out = self.conv1.tape(t, &ConvInput::Value(x))?;
-        for (k, b) in self.blocks.iter().enumerate() {
-            out = b.tape(t, out, mode, seed.wrapping_add(k as u64))?;
-        }
-        let out = self.bn1.tape(t, out, true, mode)?;
-        Ok(t.pool(out))
-    }
-
-    /// Every parameter, in a fixed order.
-    pub(crate) fn params(&self) -> Vec<Tensor> {
-        let mut out = Vec::new();
-        self.conv1.params(&mut out);
-        for b in &self.blocks {
-            b.params(&mut out);
-        }
-        self.bn1.params(&mut out);
-        out
+        let out = g.batch_norm(&out, &self.bn1, true)?;
+        g.global_avg_pool(&out)
     }
 
     /// Feature dimension 64*widen.

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use candle_core::{Device, Tensor};
-use robal_models::checkpoint::{import_pytorch, map_reference_name};
+use robal_models::checkpoint::{import_pytorch, import_pytorch_with_normalization, map_reference_name};
 use robal_models::{Arch, Classifier, HeadConfig, Mode, ModelConfig};
 
 fn fixture(name: &str) -> PathBuf {
@@ -76,6 +76,24 @@ fn reference_wideresnet_with_cosine_head_matches_pytorch() {
 #[test]
 fn reference_wideresnet_with_fc_head_matches_pytorch() {
     check_reference("fc", HeadConfig::Fc);
+}
+
+/// A RobustBench-style WRN (names at top level, `fc`, `mu`/`sigma` normalisation
+/// buffers used inside its forward) gives PyTorch's logits once its normalisation is
+/// set on the model.
+#[test]
+fn robustbench_wideresnet_with_its_normalisation_matches_pytorch() {
+    let mut m = model(Arch::WideResNet { depth: 10, widen: 1, dropout: 0.0 }, HeadConfig::Fc, 10);
+    let norm = import_pytorch_with_normalization(&m, &fixture("robustbench_wrn10_1.pt")).unwrap();
+    let norm = norm.expect("mu/sigma read from the checkpoint");
+    assert_eq!(norm.mean, vec![0.4914, 0.4822, 0.4465]);
+    assert_eq!(norm.std, vec![0.2471, 0.2435, 0.2616]);
+    let io = io("robustbench_wrn10_1_io.pt");
+    let without = m.forward(&io["x"], Mode::Eval).unwrap();
+    assert!(max_rel_err(&without, &io["logits"]) > 1e-2, "the normalisation matters");
+    m.set_normalization(Some(norm)).unwrap();
+    let err = max_rel_err(&m.forward(&io["x"], Mode::Eval).unwrap(), &io["logits"]);
+    assert!(err < 1e-5, "logits differ from PyTorch by {err}");
 }
 
 #[test]

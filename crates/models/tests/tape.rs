@@ -2,7 +2,8 @@
 //! backbones run layer by layer through candle's autograd: same features, same input
 //! gradients (evaluation mode), same parameter gradients, input gradients and running
 //! statistics (training mode, dropout included), on random weights and BatchNorm
-//! statistics, for every backbone that has a tape form.
+//! statistics, for every backbone: each is written once (`robal_models::Graph`) and
+//! both paths run that one definition.
 
 use std::collections::BTreeMap;
 
@@ -123,6 +124,12 @@ fn tape_backbones_match_the_layer_by_layer_path() {
 }
 
 #[test]
+fn imagenet_resnets_with_max_pool_and_bottlenecks_match_too() {
+    check(Arch::ResNet18ImageNet, (2, 3, 32, 32));
+    check(Arch::ResNet50ImageNet, (1, 3, 32, 32));
+}
+
+#[test]
 fn tapes_run_only_where_they_apply() {
     let (b, _) = backbone(Arch::SmallCnn, 1);
     let x = uniform(&[1, 1, 28, 28], 0.0, 1.0, 1);
@@ -131,11 +138,10 @@ fn tapes_run_only_where_they_apply() {
     assert!(b.runs_on_tape(&x, Mode::Train));
     let v = Var::from_tensor(&x).unwrap();
     assert!(b.runs_on_tape(v.as_tensor(), Mode::Eval));
-    // The ImageNet forms keep the tensor-op path.
-    let (r, _) = backbone(Arch::ResNet18ImageNet, 3);
-    let v = Var::from_tensor(&uniform(&[1, 3, 32, 32], 0.0, 1.0, 2)).unwrap();
-    assert!(!r.runs_on_tape(v.as_tensor(), Mode::Eval));
-    assert!(!r.runs_on_tape(v.as_tensor(), Mode::Train));
+    // Other dtypes keep the layer-by-layer path.
+    let v = Var::from_tensor(&x.to_dtype(candle_core::DType::F64).unwrap()).unwrap();
+    assert!(!b.runs_on_tape(v.as_tensor(), Mode::Eval));
+    assert!(!b.runs_on_tape(v.as_tensor(), Mode::Train));
 }
 
 #[test]

@@ -77,6 +77,29 @@ impl Pool2d {
     }
 }
 
+/// A max-pool's outputs (N, C, Ho, Wo), the flat input index of each output's maximum
+/// (`usize::MAX` for an empty window), and (Ho, Wo).
+pub(super) struct Pooled {
+    pub(super) out: Vec<f32>,
+    pub(super) argmax: Vec<usize>,
+    pub(super) out_hw: (usize, usize),
+}
+
+impl Pool2d {
+    /// Max-pool of an (N, C, H, W) buffer.
+    pub(super) fn forward_with_indices(&self, x: &[f32], (n, c, h, w): (usize, usize, usize, usize)) -> Result<Pooled> {
+        let (ho, wo) = (self.out_size(h)?, self.out_size(w)?);
+        let mut out = vec![0f32; n * c * ho * wo];
+        let mut argmax = vec![0usize; n * c * ho * wo];
+        let planes = x.chunks(h * w).zip(out.chunks_mut(ho * wo)).zip(argmax.chunks_mut(ho * wo));
+        for (plane, ((p, o), i)) in planes.enumerate() {
+            self.argmax(p, (h, w), (ho, wo), o, i);
+            i.iter_mut().filter(|k| **k != usize::MAX).for_each(|k| *k += plane * h * w);
+        }
+        Ok(Pooled { out, argmax, out_hw: (ho, wo) })
+    }
+}
+
 fn dims4(d: &[usize]) -> Result<(usize, usize, usize, usize)> {
     match d {
         &[n, c, h, w] => Ok((n, c, h, w)),

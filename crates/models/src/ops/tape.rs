@@ -85,6 +85,7 @@ enum Step {
     Add { u: ValueId, v: ValueId, y: ValueId, relu: bool },
     Mask { x: ValueId, y: ValueId, mask: Vec<f32> },
     Pool { x: ValueId, y: ValueId },
+    MaxPool { x: ValueId, y: ValueId, argmax: Vec<usize> },
 }
 
 /// The forward pass of a network, computed step by step on f32 buffers and recorded
@@ -225,6 +226,15 @@ impl Tape {
         Ok(self.push(y, self.dims(x), |y| Step::Mask { x, y, mask }))
     }
 
+    /// Max-pool (`pool`'s window, stride and -inf padding); the backward pass sends each
+    /// output's gradient to its maximum (PyTorch's tie rule, see [`super::max_pool2d`]).
+    pub fn max_pool(&mut self, x: ValueId, pool: super::Pool2d) -> Result<ValueId> {
+        let [n, c, h, w] = self.dims(x);
+        let p = pool.forward_with_indices(self.data(x), (n, c, h, w))?;
+        let (ho, wo) = p.out_hw;
+        Ok(self.push(p.out, [n, c, ho, wo], |y| Step::MaxPool { x, y, argmax: p.argmax }))
+    }
+
     /// Global average pool: y (N, C, 1, 1) = mean over H and W.
     pub fn pool(&mut self, x: ValueId) -> ValueId {
         let [n, c, h, w] = self.dims(x);
@@ -269,6 +279,16 @@ impl Tape {
                     let plane = (h * w).max(1);
                     let mut dx = vec![0f32; g.len() * plane];
                     dx.par_chunks_mut(plane).zip(g.par_iter()).for_each(|(o, &gv)| o.fill(gv / plane as f32));
+                    accumulate(&mut grads[x.0], dx);
+                }
+                Step::MaxPool { x, y, argmax } => {
+                    let Some(g) = grads[y.0].take() else { continue };
+                    let mut dx = vec![0f32; self.data_len(*x)];
+                    for (&k, &gv) in argmax.iter().zip(&g) {
+                        if k != usize::MAX {
+                            dx[k] += gv;
+                        }
+                    }
                     accumulate(&mut grads[x.0], dx);
                 }
                 Step::Add { u, v, y, relu } => {
