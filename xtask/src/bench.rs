@@ -7,7 +7,11 @@
 //!   (one PGD step, what `robal_attacks::model::loss_and_grad` does);
 //! - `train`: train-mode forward, cross-entropy, backward, SGD with momentum 0.9 and
 //!   weight decay 2e-4;
-//! - `infer`: eval-mode forward (batch `--infer-batch`).
+//! - `infer`: eval-mode forward (batch `--infer-batch`);
+//! - `pgd-at`, `trades`, `robal`, `reat`, `taet`: one whole training step of that method
+//!   as its CIFAR-10-LT preset (`configs/cifar10-lt-<method>.toml`, RoBal's `-robal-n`) sets it up: the
+//!   inner attack (5 or 10 PGD steps), the outer loss's forward passes and the SGD
+//!   update ([`robal::objective`]); images/s counts each image once (robal-rs only).
 //!
 //! Every (model, step) runs in a fresh process so that its peak RSS is its own; with
 //! `--rounds R` the robal-rs and PyTorch processes alternate R times.
@@ -18,13 +22,16 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use clap::Args;
-use robal::{EvalModel, Sgd};
+use robal::objective::{self, Objective, StepContext};
+use robal::{EvalModel, Sgd, TrainConfig, TrainLoss};
 use robal_models::{Arch, Classifier, HeadConfig, Mode, ModelConfig};
 use serde_json::{json, Value};
 
 const MODELS: [&str; 7] =
     ["small-cnn", "wrn-10-2", "wrn-16-4", "resnet18", "wrn-34-10", "resnet18-imagenet", "resnet50-imagenet"];
-const STEPS: [&str; 3] = ["attack", "train", "infer"];
+const STEPS: [&str; 8] = ["attack", "train", "infer", "pgd-at", "trades", "robal", "reat", "taet"];
+/// The steps that are whole training steps of a method (no PyTorch counterpart).
+const OBJECTIVES: [&str; 5] = ["pgd-at", "trades", "robal", "reat", "taet"];
 
 #[derive(Args, Clone)]
 pub struct BenchArgs {
@@ -32,7 +39,8 @@ pub struct BenchArgs {
     /// the ImageNet forms resnet18-imagenet, resnet50-imagenet (224x224 input; robal-rs only).
     #[arg(long, default_value = "small-cnn,wrn-10-2,wrn-16-4,resnet18")]
     model: String,
-    /// Steps, comma-separated: attack, train, infer.
+    /// Steps, comma-separated: attack, train, infer, and whole training steps of
+    /// pgd-at, trades, robal, reat, taet (as their cifar10-lt presets).
     #[arg(long, default_value = "attack,train,infer")]
     step: String,
     /// Batch size of the attack and train steps.
@@ -119,7 +127,18 @@ fn single(a: &BenchArgs) -> Result<Value> {
     let y = Tensor::from_vec((0..batch as u32).map(|i| i % 10).collect::<Vec<_>>(), batch, &dev)?;
     let mut sgd = Sgd::new(m.store().trainable(""), 0.9, 2e-4);
     let view = EvalModel(&m);
+    let method = OBJECTIVES.contains(&step).then(|| objective_step(step, &dev)).transpose()?;
+    let mut seed = 0u64;
     let mut run = || -> Result<()> {
+        if let Some((objective, loss)) = &method {
+            seed += 1;
+            let ctx = StepContext { model: &m, loss, weights: None, seed, budget: None, start: None };
+            let x_adv = objective.craft(&ctx, &x, &y)?;
+            let out = objective.outer(&ctx, &x, &y, x_adv.as_ref())?;
+            objective.observe(&y, &out)?;
+            sgd.step(&out.loss, 0.1)?;
+            return Ok(());
+        }
         match step {
             "attack" => {
                 let s = robal_attacks::model::loss_and_grad(&view, &x, &y, &robal_attacks::Loss::CrossEntropy)?;
@@ -159,6 +178,16 @@ fn single(a: &BenchArgs) -> Result<Value> {
     let secs = start.elapsed().as_secs_f64();
     Ok(json!({"impl": impl_name(a), "model": name, "step": step, "batch": batch, "iters": iters,
         "img_per_s": (batch * iters) as f64 / secs, "peak_rss_bytes": proc_bytes("VmHWM:")}))
+}
+
+/// The objective and loss of `configs/cifar10-lt-<method>.toml`, with CIFAR-10-LT's
+/// class counts (r = 0.02).
+fn objective_step(method: &str, dev: &Device) -> Result<(Box<dyn Objective>, TrainLoss)> {
+    let preset = if method == "robal" { "cifar10-lt-robal-n".to_string() } else { format!("cifar10-lt-{method}") };
+    let path = crate::workspace::preset(&preset)?;
+    let cfg = TrainConfig::load(&path, &[])?;
+    let counts: Vec<usize> = (0..10).map(|c| (5000.0 * 0.02f64.powf(c as f64 / 9.0)) as usize).collect();
+    Ok((objective::build(&cfg), TrainLoss::new(cfg.loss.clone(), &counts, dev)?))
 }
 
 fn impl_name(a: &BenchArgs) -> &'static str {
@@ -213,7 +242,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
                     ours.args(["--soak", &n.to_string()]);
                 }
                 let mut sides = vec![json_line(ours, &format!("robal-rs {model} {step}"))?];
-                if torch && !model.ends_with("-imagenet") {
+                if torch && !model.ends_with("-imagenet") && !OBJECTIVES.contains(&step) {
                     let mut py = Command::new(&a.python);
                     py.arg(&script).args(["--model", model, "--step", step]);
                     py.args(["--batch", &a.batch.to_string(), "--infer-batch", &a.infer_batch.to_string()]);
