@@ -340,6 +340,31 @@ pub struct AttackSection {
     /// RobustLT's per-class budgets eps_c with warm-up (METHODS.md section 5).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub class_budget: Option<ClassBudget>,
+    /// Which BatchNorm statistics the attack's forward passes use (`eval`: the running
+    /// ones, SPEC section 5, the default).
+    #[serde(default, skip_serializing_if = "AttackBatchNorm::is_default")]
+    pub batch_norm: AttackBatchNorm,
+}
+
+/// BatchNorm during the training attack.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AttackBatchNorm {
+    /// Running statistics (evaluation mode): the attack changes nothing.
+    #[default]
+    Eval,
+    /// Each attack batch's own statistics, running statistics left as they were
+    /// (RobustLT's shared attack).
+    Batch,
+    /// **quirk** of AT-AWP's code: train mode, so every attack step also moves the
+    /// running statistics.
+    Train,
+}
+
+impl AttackBatchNorm {
+    fn is_default(&self) -> bool {
+        *self == AttackBatchNorm::Eval
+    }
 }
 
 /// Start point of the training attack.

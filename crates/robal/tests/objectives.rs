@@ -3,7 +3,7 @@
 //! the per-example radii of the inner attack.
 
 use candle_core::{Device, Tensor, Var};
-use robal::config::AttackStart;
+use robal::config::{AttackBatchNorm, AttackStart};
 use robal::losses::{harl, LossConfig, TrainLoss};
 use robal::objective::awp::{self, direction, is_perturbed, WeightPerturbation};
 use robal::objective::{ClassBudget, InnerAttack, InnerLoss, StepContext};
@@ -162,6 +162,7 @@ fn inner_attack_uses_each_examples_radius_and_step() {
         start: AttackStart::Off,
         loss: InnerLoss::CrossEntropy,
         shared_start: false,
+        batch_norm: AttackBatchNorm::Eval,
     };
     let adv = attack.run(&ctx, &x, &y).unwrap();
     let delta = (adv - &x).unwrap().abs().unwrap().flatten_from(1).unwrap().to_vec2::<f32>().unwrap();
@@ -309,4 +310,45 @@ fn harl_rbl_and_tail_gradients_match_finite_differences() {
             }
         }
     }
+}
+
+/// `attack.batch_norm`: `eval` and `batch` leave the running statistics bit-identical
+/// (`batch` puts them back), `train` (AT-AWP's quirk) moves them once per attack step;
+/// `batch` attacks with each batch's own statistics, so its examples differ from `eval`'s.
+#[test]
+fn attack_batch_norm_modes_use_and_keep_the_statistics_they_say() {
+    let config = ModelConfig {
+        arch: Arch::SmallCnn,
+        in_channels: 1,
+        num_classes: 10,
+        head: HeadConfig::Fc,
+        normalization: None,
+    };
+    let m = Classifier::new(config, &Device::Cpu, 4).unwrap();
+    let x = Tensor::rand(0f32, 1.0, (8, 1, 28, 28), &Device::Cpu).unwrap();
+    let y = Tensor::from_vec((0..8u32).collect::<Vec<_>>(), 8, &Device::Cpu).unwrap();
+    m.forward(&x, Mode::Train).unwrap(); // running statistics away from their init
+    let loss = TrainLoss::new(LossConfig::Ce, &[1; 10], &Device::Cpu).unwrap();
+    let ctx = StepContext { model: &m, loss: &loss, weights: None, seed: 3, budget: None, start: None };
+    let running = || -> Vec<Vec<f32>> {
+        m.store().state().iter().filter(|(n, _)| n.contains("running")).map(|(_, t)| t.to_vec1().unwrap()).collect()
+    };
+    let attack = |bn| InnerAttack {
+        eps: 0.1,
+        step_size: 0.03,
+        steps: 3,
+        start: AttackStart::Off,
+        loss: InnerLoss::CrossEntropy,
+        shared_start: false,
+        batch_norm: bn,
+    };
+    let before = running();
+    let eval = attack(AttackBatchNorm::Eval).run(&ctx, &x, &y).unwrap();
+    assert_eq!(running(), before, "eval");
+    let batch = attack(AttackBatchNorm::Batch).run(&ctx, &x, &y).unwrap();
+    assert_eq!(running(), before, "batch puts the running statistics back");
+    let moved: f32 = (&eval - &batch).unwrap().abs().unwrap().sum_all().unwrap().to_scalar().unwrap();
+    assert!(moved > 0.0, "batch statistics give other examples");
+    attack(AttackBatchNorm::Train).run(&ctx, &x, &y).unwrap();
+    assert_ne!(running(), before, "train mode moves the running statistics");
 }

@@ -1,5 +1,6 @@
 //! The inner maximisation of adversarial training: L-inf PGD with the model in
-//! evaluation mode (BatchNorm running statistics), optionally with per-example radii
+//! evaluation mode (BatchNorm running statistics; `attack.batch_norm` can switch to batch
+//! statistics, with or without running-statistic updates), optionally with per-example radii
 //! (RobustLT's class budgets):
 //! x_{k+1} = clip_\[0,1\](x + clip_\[-eps_i, eps_i\](x_k + alpha_i sign(grad) - x)),
 //! eps_i = eps f_{y_i}, alpha_i = alpha f_{y_i}.
@@ -10,13 +11,12 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 use robal_attacks::model::loss_and_grad;
 use robal_attacks::threat::{project, start, uniform_like, Norm, RandomStart};
-use robal_attacks::Loss;
+use robal_attacks::{Loss, Model};
 use robal_models::Mode;
 
 use super::{per_example, StepContext};
-use crate::config::AttackStart;
+use crate::config::{AttackBatchNorm, AttackStart};
 use crate::error::Result;
-use crate::evaluate::EvalModel;
 use crate::losses::{rbl, trades_kl};
 
 /// What the inner attack ascends.
@@ -44,6 +44,17 @@ pub struct InnerAttack {
     /// With class budgets: draw the uniform start in the shared eps-ball, not eps_i's
     /// (RobustLT's **quirk**).
     pub shared_start: bool,
+    /// BatchNorm statistics of the attack's forward passes.
+    pub batch_norm: AttackBatchNorm,
+}
+
+/// The classifier as the attack sees it: logits in evaluation or train mode.
+struct AttackView<'a>(&'a robal_models::Classifier, Mode);
+
+impl Model for AttackView<'_> {
+    fn logits(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        self.0.forward(x, self.1).map_err(candle_core::Error::wrap)
+    }
 }
 
 impl InnerAttack {
@@ -57,6 +68,7 @@ impl InnerAttack {
             start: cfg.attack.random_start.unwrap_or(default_start),
             loss,
             shared_start: cfg.attack.class_budget.is_some_and(|b| b.shared_start),
+            batch_norm: cfg.attack.batch_norm,
         }
     }
 
@@ -79,9 +91,18 @@ impl InnerAttack {
             Some(f) => Some(per_example(f, y)?),
             None => None,
         };
-        let model = EvalModel(ctx.model);
+        let mode = match self.batch_norm {
+            AttackBatchNorm::Eval => Mode::Eval,
+            AttackBatchNorm::Batch | AttackBatchNorm::Train => Mode::Train,
+        };
+        // Batch statistics without updates: the running statistics are put back after.
+        let running = match self.batch_norm {
+            AttackBatchNorm::Batch => Some(super::awp::snapshot_buffers(ctx.model)?),
+            _ => None,
+        };
+        let model = AttackView(ctx.model, mode);
         let z_nat = match self.loss {
-            InnerLoss::TradesKl => Some(ctx.model.forward(x, Mode::Eval)?.detach()),
+            InnerLoss::TradesKl => Some(ctx.model.forward(x, mode)?.detach()),
             InnerLoss::CrossEntropy => None,
         };
         let mut x_adv = match ctx.start {
@@ -91,8 +112,8 @@ impl InnerAttack {
         for _ in 0..self.steps {
             let grad = match (&z_nat, class_weights) {
                 (None, None) => loss_and_grad(&model, &x_adv, y, &Loss::CrossEntropy)?.grad,
-                (None, Some(w)) => input_gradient(ctx, &x_adv, |z| rbl(&z, y, w))?,
-                (Some(z_nat), _) => input_gradient(ctx, &x_adv, |z| trades_kl(z_nat, &z))?,
+                (None, Some(w)) => input_gradient(&model, &x_adv, |z| rbl(&z, y, w))?,
+                (Some(z_nat), _) => input_gradient(&model, &x_adv, |z| trades_kl(z_nat, &z))?,
             };
             x_adv = match &radius {
                 None => project(&(&x_adv + (grad.sign()? * self.step_size)?)?, x, self.eps, Norm::Linf)?,
@@ -108,6 +129,9 @@ impl InnerAttack {
                 None => project(&x_adv, x, self.eps, Norm::Linf)?,
                 Some(f) => project_per_example(&x_adv, x, &(f * self.eps)?)?,
             };
+        }
+        if let Some(snapshot) = running {
+            super::awp::restore_buffers(snapshot)?;
         }
         Ok(x_adv)
     }
@@ -134,12 +158,12 @@ impl InnerAttack {
 
 /// d loss(f(x_adv)) / d x_adv, model in eval mode (zeros where the loss does not depend on it).
 fn input_gradient(
-    ctx: &StepContext,
+    model: &AttackView,
     x_adv: &Tensor,
     loss: impl FnOnce(Tensor) -> candle_core::Result<Tensor>,
 ) -> Result<Tensor> {
     let v = Var::from_tensor(&x_adv.detach())?;
-    let l = loss(ctx.model.forward(v.as_tensor(), Mode::Eval)?)?;
+    let l = loss(model.0.forward(v.as_tensor(), model.1)?)?;
     Ok(match l.backward()?.get(v.as_tensor()) {
         Some(g) => g.detach(),
         None => x_adv.zeros_like()?,
