@@ -118,10 +118,12 @@ pub(crate) fn model(name: &str, dev: &Device) -> Result<(Classifier, (usize, usi
 
 /// Measure one (model, step) in this process; returns its JSON object.
 fn single(a: &BenchArgs) -> Result<Value> {
-    robal_models::ops::use_candle_ops(a.candle_ops);
     let (name, step) = (a.model.as_str(), a.step.as_str());
     let dev = crate::train::device(&a.device)?;
-    let (m, (c, h, w)) = model(name, &dev)?;
+    let (mut m, (c, h, w)) = model(name, &dev)?;
+    if a.candle_ops {
+        m.set_kernels(robal_models::ops::Kernels::Candle);
+    }
     let batch = if step == "infer" { a.infer_batch } else { a.batch };
     let x = Tensor::rand(0f32, 1.0, (batch, c, h, w), &dev)?;
     let y = Tensor::from_vec((0..batch as u32).map(|i| i % 10).collect::<Vec<_>>(), batch, &dev)?;

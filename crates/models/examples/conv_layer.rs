@@ -7,7 +7,7 @@
 use std::time::Instant;
 
 use candle_core::{Device, Tensor, Var};
-use robal_models::ops::{conv2d, use_candle_ops};
+use robal_models::ops::conv2d;
 
 fn ms(f: &mut dyn FnMut() -> candle_core::Result<()>) -> candle_core::Result<f64> {
     f()?;
@@ -28,16 +28,23 @@ fn main() -> candle_core::Result<()> {
     println!("x ({n}, {c}, {h}, {h}), w ({o}, {c}, {k}, {k}), stride {stride}, padding {pad}");
     let sides: &[bool] = if std::env::args().any(|a| a == "--no-candle") { &[false] } else { &[false, true] };
     for &candle in sides {
-        use_candle_ops(candle);
-        let fwd = ms(&mut || conv2d(x.as_tensor(), w.as_tensor(), stride, pad).map(|_| ()))?;
+        // robal-rs's kernel, or candle's own conv2d.
+        let conv = |x: &Tensor, w: &Tensor, stride: usize, pad: usize| {
+            if candle {
+                x.conv2d(w, pad, stride, 1, 1)
+            } else {
+                conv2d(x, w, stride, pad)
+            }
+        };
+        let fwd = ms(&mut || conv(x.as_tensor(), w.as_tensor(), stride, pad).map(|_| ()))?;
         // Forward + input gradient only (frozen weight), forward + weight gradient only
         // (frozen input), and forward + backward of a loss that needs no gradient kernel
         // (the cost of autograd's own bookkeeping, subtracted from both).
         let (wf, xf) = (w.as_tensor().detach(), x.as_tensor().detach());
-        let r = Tensor::rand(0f32, 1.0, conv2d(&xf, &wf, stride, pad)?.shape(), &dev)?;
+        let r = Tensor::rand(0f32, 1.0, conv(&xf, &wf, stride, pad)?.shape(), &dev)?;
         let r = Var::from_tensor(&r)?;
         let step =
-            |x: &Tensor, w: &Tensor| (conv2d(x, w, stride, pad)? * r.as_tensor())?.sum_all()?.backward().map(|_| ());
+            |x: &Tensor, w: &Tensor| (conv(x, w, stride, pad)? * r.as_tensor())?.sum_all()?.backward().map(|_| ());
         let base = ms(&mut || step(&xf, &wf))?;
         let input = ms(&mut || step(x.as_tensor(), &wf))?;
         let weight = ms(&mut || step(&xf, w.as_tensor()))?;

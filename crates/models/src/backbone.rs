@@ -6,7 +6,7 @@ use crate::arch::Arch;
 use crate::error::Result;
 use crate::graph::{Eager, Graph, Recorder, TapeValue};
 use crate::layers::Mode;
-use crate::ops;
+use crate::ops::{self, Kernels};
 use crate::resnet::{ResNet, ResNetKind};
 use crate::small_cnn::SmallCnn;
 use crate::store::StorePath;
@@ -26,6 +26,7 @@ pub struct Backbone {
     net: Net,
     /// Where its tensors live in the model's store.
     path: StorePath,
+    kernels: Kernels,
 }
 
 impl Backbone {
@@ -41,7 +42,17 @@ impl Backbone {
             Arch::ResNet50ImageNet => Net::ResNet(ResNet::new(p, in_channels, ResNetKind::ResNet50ImageNet)?),
             Arch::SmallCnn => Net::SmallCnn(SmallCnn::new(p, in_channels)?),
         };
-        Ok(Self { net, path: p.clone() })
+        Ok(Self { net, path: p.clone(), kernels: Kernels::Robal })
+    }
+
+    /// Run on these kernels from now on.
+    pub fn set_kernels(&mut self, kernels: Kernels) {
+        self.kernels = kernels;
+    }
+
+    /// The kernels it runs on.
+    pub fn kernels(&self) -> Kernels {
+        self.kernels
     }
 
     /// Pooled feature. `seed` draws dropout masks (training mode only).
@@ -71,17 +82,20 @@ impl Backbone {
     }
 
     /// Whether [`Self::forward`] of `x` in `mode` runs on a tape: x an f32 CPU image
-    /// batch with the CPU kernels on, and either training mode or evaluation mode with
+    /// batch, the backbone on [`Kernels::Robal`], and either training mode or evaluation mode with
     /// x taking part in autograd (an attack step). Inference without gradients keeps
     /// the layer-by-layer path, which frees each activation as soon as it is used.
     pub fn runs_on_tape(&self, x: &Tensor, mode: Mode) -> bool {
-        x.rank() == 4 && ops::kernels_apply(x) && (mode == Mode::Train || x.track_op())
+        self.kernels == Kernels::Robal
+            && x.rank() == 4
+            && ops::kernels_apply(x)
+            && (mode == Mode::Train || x.track_op())
     }
 
     /// Pooled feature computed layer by layer through candle's autograd (what
     /// [`Self::forward`] runs where [`Self::runs_on_tape`] is false).
     pub fn forward_layers(&self, x: &Tensor, mode: Mode, seed: u64) -> Result<Tensor> {
-        graph(&self.net, &mut Eager { mode }, x, seed)
+        graph(&self.net, &mut Eager { mode, kernels: self.kernels }, x, seed)
     }
 
     /// Every parameter of the backbone (convolution weights, BatchNorm γ and β), from

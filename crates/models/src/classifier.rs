@@ -41,6 +41,7 @@ impl Classifier {
         out.store.load_state(&self.store.state()).map_err(|report| invalid("model dtype", report))?;
         out.class_counts = self.class_counts.clone();
         out.set_posthoc(self.posthoc_tau())?;
+        out.set_kernels(self.backbone.kernels());
         Ok(out)
     }
 
@@ -68,6 +69,12 @@ impl Classifier {
         self.norm = norm_tensors(normalization.as_ref(), self.config.in_channels, self.store.device())?;
         self.config.normalization = normalization;
         Ok(())
+    }
+
+    /// Run the backbone on these CPU kernels ([`crate::ops::Kernels::Candle`]: candle's
+    /// own ops, for side-by-side measurements); the default is robal-rs's.
+    pub fn set_kernels(&mut self, kernels: crate::ops::Kernels) {
+        self.backbone.set_kernels(kernels);
     }
 
     /// The settings that rebuild this model.

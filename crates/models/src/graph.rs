@@ -14,7 +14,7 @@ use candle_core::Tensor;
 
 use crate::error::Result;
 use crate::layers::{dropout, dropout_mask, global_avg_pool, BatchNorm2d, Conv2d, Mode};
-use crate::ops::{self, Affine, Pool2d, Tape, ValueId};
+use crate::ops::{self, Affine, Kernels, Pool2d, Tape, ValueId};
 
 /// The operations backbones are made of. `Value` is an activation (N, C, H, W).
 pub trait Graph {
@@ -50,6 +50,8 @@ pub trait Graph {
 pub struct Eager {
     /// Train or evaluation mode.
     pub mode: Mode,
+    /// Whose conv/BatchNorm/add-ReLU ops (the CPU kernels serve f32 CPU tensors only).
+    pub kernels: Kernels,
 }
 
 impl Graph for Eager {
@@ -60,19 +62,19 @@ impl Graph for Eager {
     }
 
     fn conv(&mut self, x: &Tensor, layer: &Conv2d) -> Result<Tensor> {
-        layer.forward(x, self.mode)
+        layer.forward_with(x, self.mode, self.kernels)
     }
 
     fn batch_norm(&mut self, x: &Tensor, layer: &BatchNorm2d, relu: bool) -> Result<Tensor> {
-        if relu {
-            layer.forward_relu(x, self.mode)
-        } else {
-            layer.forward(x, self.mode)
-        }
+        layer.forward_with(x, self.mode, relu, self.kernels)
     }
 
     fn add(&mut self, a: &Tensor, b: &Tensor, relu: bool) -> Result<Tensor> {
-        Ok(if relu { ops::add_relu(a, b)? } else { (a + b)? })
+        Ok(match (relu, self.kernels) {
+            (false, _) => (a + b)?,
+            (true, Kernels::Robal) => ops::add_relu(a, b)?,
+            (true, Kernels::Candle) => (a + b)?.relu()?,
+        })
     }
 
     fn dropout(&mut self, x: &Tensor, p: f64, seed: u64) -> Result<Tensor> {

@@ -4,7 +4,7 @@
 use candle_core::{DType, Tensor, Var, D};
 
 use crate::error::Result;
-use crate::ops::{self, Affine, Tape, ValueId};
+use crate::ops::{self, Affine, Kernels, Tape, ValueId};
 use crate::store::{Init, StorePath};
 
 /// Whether a forward pass trains (batch statistics, running-stat updates, dropout)
@@ -51,7 +51,16 @@ impl Conv2d {
     /// y = conv(x, W) with the layer's stride and zero padding (W frozen in
     /// evaluation mode; see [`Mode`]).
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        Ok(crate::ops::conv2d(x, &mode.param(&self.weight), self.stride, self.padding)?)
+        self.forward_with(x, mode, Kernels::Robal)
+    }
+
+    /// [`Self::forward`] with the given kernels.
+    pub fn forward_with(&self, x: &Tensor, mode: Mode, kernels: Kernels) -> Result<Tensor> {
+        let w = mode.param(&self.weight);
+        Ok(match kernels {
+            Kernels::Robal => crate::ops::conv2d(x, &w, self.stride, self.padding)?,
+            Kernels::Candle => x.conv2d(&w, self.padding, self.stride, 1, 1)?,
+        })
     }
 
     /// y = conv(pre(x), W) as a step of a tape (W a parameter of a training tape, a
@@ -92,16 +101,17 @@ impl BatchNorm2d {
 
     /// Normalise `x` (N, C, H, W) or (N, C).
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        self.normalise(x, mode, false)
+        self.forward_with(x, mode, false, Kernels::Robal)
     }
 
     /// relu(BatchNorm(x)), fused into one pass on the CPU.
     pub fn forward_relu(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        self.normalise(x, mode, true)
+        self.forward_with(x, mode, true, Kernels::Robal)
     }
 
-    fn normalise(&self, x: &Tensor, mode: Mode, relu: bool) -> Result<Tensor> {
-        if !ops::kernels_apply(x) || x.rank() < 2 {
+    /// relu?(BatchNorm(x)) with the given kernels.
+    pub fn forward_with(&self, x: &Tensor, mode: Mode, relu: bool, kernels: Kernels) -> Result<Tensor> {
+        if kernels == Kernels::Candle || !ops::kernels_apply(x) || x.rank() < 2 {
             let y = self.normalise_with_tensor_ops(x, mode)?;
             return Ok(if relu { y.relu()? } else { y });
         }

@@ -193,3 +193,23 @@ fn a_hand_built_tape_matches_candle_ops_and_names_bad_steps() {
             .to_string();
     assert!(err.contains("16 channels") && err.contains("3"), "{err}");
 }
+
+/// The kernels are a setting of each model, not of the process: a model on candle's ops
+/// runs layer by layer beside one on robal-rs's tape, with the same features and input
+/// gradients.
+#[test]
+fn kernels_are_a_setting_of_each_backbone() {
+    let (ours, _) = backbone(Arch::WideResNet { depth: 10, widen: 1, dropout: 0.0 }, 3);
+    let (mut candle, _) = backbone(Arch::WideResNet { depth: 10, widen: 1, dropout: 0.0 }, 3);
+    candle.set_kernels(robal_models::ops::Kernels::Candle);
+    let x = Var::from_tensor(&uniform(&[2, 3, 12, 12], 0.0, 1.0, 3)).unwrap();
+    assert!(ours.runs_on_tape(x.as_tensor(), Mode::Eval));
+    assert!(!candle.runs_on_tape(x.as_tensor(), Mode::Eval) && !candle.runs_on_tape(x.as_tensor(), Mode::Train));
+    let (a, b) =
+        (ours.forward(x.as_tensor(), Mode::Eval, 0).unwrap(), candle.forward(x.as_tensor(), Mode::Eval, 0).unwrap());
+    assert!(max_rel_err(&a, &b) < 1e-5, "features differ by {}", max_rel_err(&a, &b));
+    let g = |f: &Tensor| f.sum_all().unwrap().backward().unwrap().get(x.as_tensor()).unwrap().clone();
+    let err = max_rel_err(&g(&a), &g(&b));
+    assert!(err < 1e-4, "input gradients differ by {err}");
+    assert!(ours.runs_on_tape(x.as_tensor(), Mode::Eval), "setting one model leaves the other alone");
+}

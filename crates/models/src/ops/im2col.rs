@@ -8,8 +8,8 @@
 
 use candle_core::Result;
 
+use super::affine::Affine;
 use super::op_err;
-use super::tape::Affine;
 
 /// Columns a GEMM should have at least (see [`Geometry::group`]). Measured with
 /// `cargo xtask bench` on a 2-core AVX-512 machine: 128 speeds up ResNet-18's attack

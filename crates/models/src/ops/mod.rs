@@ -13,42 +13,52 @@
 //!   node with its own backward pass, in evaluation mode (what an attack step runs;
 //!   BatchNorm-ReLUs fused into the convolutions they feed) and in training.
 //!
-//! Other devices and dtypes fall back to candle's own ops, and so does everything
-//! after [`use_candle_ops`]`(true)` (for side-by-side benchmarks and cross-checks).
+//! Other devices and dtypes fall back to candle's own ops, and so does a model set to
+//! [`Kernels::Candle`] (for side-by-side benchmarks and cross-checks).
+//!
+//! Layering: plain-slice kernels (`gemm`, `im2col`, `affine`, `parallel`, `winograd`,
+//! the kernel halves of `conv`, `batchnorm`, `residual`, `pool`) below; the candle op
+//! wrappers in the same files above them; the [`Tape`] and its ops (`tape_op`) on top.
+//! No module below imports one above.
 
+mod affine;
 mod batchnorm;
 mod conv;
 mod gemm;
 mod im2col;
+mod parallel;
 mod pool;
 mod residual;
 mod tape;
 mod tape_op;
 mod winograd;
 
+pub use affine::Affine;
 pub use batchnorm::{batch_norm_eval, batch_norm_eval_affine, batch_norm_train, batch_stats, BatchStats};
 pub use conv::conv2d;
 pub use pool::{max_pool2d, Pool2d};
 pub use residual::add_relu;
-pub use tape::{Affine, Tape, ValueId};
+pub use tape::{Tape, ValueId};
 pub use tape_op::{frozen_forward, train_forward};
-
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use candle_core::{CpuStorage, Layout, Result, Storage, Tensor};
 
-static CANDLE_OPS: AtomicBool = AtomicBool::new(false);
-
-/// Route every layer of this process through candle's own conv2d and BatchNorm tensor
-/// ops (`true`) or this module's kernels (`false`, the default).
-pub fn use_candle_ops(on: bool) {
-    CANDLE_OPS.store(on, Ordering::Relaxed);
+/// Which implementation of convolution, BatchNorm and add-ReLU a model runs on the
+/// CPU (a setting of the model, [`crate::Classifier::set_kernels`]; not a global).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Kernels {
+    /// This module's kernels and whole-backbone tapes (f32 CPU tensors; other devices
+    /// and dtypes use candle's ops either way).
+    #[default]
+    Robal,
+    /// candle's own conv2d and BatchNorm tensor ops, layer by layer (for side-by-side
+    /// benchmarks and cross-checks).
+    Candle,
 }
 
-/// Whether the kernels of this module serve `x`: an f32 CPU tensor, unless switched
-/// off by [`use_candle_ops`].
+/// Whether the kernels of this module can serve `x`: an f32 CPU tensor.
 pub fn kernels_apply(x: &Tensor) -> bool {
-    !CANDLE_OPS.load(Ordering::Relaxed) && x.device().is_cpu() && x.dtype() == candle_core::DType::F32
+    x.device().is_cpu() && x.dtype() == candle_core::DType::F32
 }
 
 /// The f32 elements of a contiguous CPU operand.

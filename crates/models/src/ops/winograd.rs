@@ -24,10 +24,10 @@
 
 use rayon::prelude::*;
 
-use super::conv::{per_image, sum_over_shares, uninit_vec};
+use super::affine::Affine;
 use super::gemm::{matmul, Mat};
 use super::im2col::Geometry;
-use super::tape::Affine;
+use super::parallel::{per_image, sum_over_shares, uninit_vec};
 
 /// Tiles per GEMM at least: small images are transformed several at a time.
 const GROUP_TILES: usize = 128;
