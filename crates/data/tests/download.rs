@@ -4,7 +4,7 @@ mod support;
 
 use std::path::Path;
 
-use robal_data::download::{fetch, ArchiveSpec, FetchOutcome};
+use robal_data::download::{fetch, fetch_file, ArchiveSpec, FetchOutcome};
 use robal_data::{cifar, Cifar, Dataset, Split};
 use support::http_server::{cifar10_archive, md5_hex, serve};
 
@@ -116,4 +116,32 @@ fn http_errors_are_reported_with_the_url() {
     let e = fetch(&spec(url.clone(), "0".repeat(32)), dir.path(), false).unwrap_err().to_string();
     assert!(e.contains(&url) && e.contains("404"), "{e}");
     assert!(listing(dir.path()).iter().all(|n| n.ends_with(".part") || n.is_empty()));
+}
+
+#[test]
+fn a_single_file_is_verified_renamed_and_not_fetched_twice() {
+    let bytes = b"not really a numpy archive".to_vec();
+    let server = serve(bytes.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("sub").join("train.npz");
+    let url = format!("{}/good/train.npz", server.base);
+    assert!(fetch_file(&url, &dest, &md5_hex(&bytes), false).unwrap(), "downloaded");
+    assert_eq!(std::fs::read(&dest).unwrap(), bytes);
+    assert_eq!(listing(&dir.path().join("sub")), ["train.npz"], "no .part left");
+    assert!(!fetch_file(&url, &dest, &md5_hex(&bytes), false).unwrap(), "verified copy kept");
+    assert_eq!(server.log.lock().unwrap().len(), 1, "second run made no request");
+}
+
+#[test]
+fn a_single_file_with_the_wrong_md5_is_an_error_naming_it_and_leaves_nothing() {
+    let server = serve(b"something else".to_vec());
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("val.npz");
+    // The repack's real md5 (METHODS.md section 6): a different file cannot pass.
+    let (name, md5) = robal_data::tiny_imagenet::NPZ_FILES[1];
+    assert_eq!((name, md5), ("val.npz", "7762694b6217fec8ba1a7be3c20ef218"));
+    let e = fetch_file(&format!("{}/good/val.npz", server.base), &dest, md5, false).unwrap_err().to_string();
+    assert!(e.contains("val.npz.part") && e.contains(md5) && e.contains("md5"), "{e}");
+    assert!(listing(dir.path()).is_empty(), "left {:?}", listing(dir.path()));
+    assert_eq!(robal_data::tiny_imagenet::NPZ_FILES[0], ("train.npz", "db414016436353892fdf00cb30b9ee57"));
 }
