@@ -183,3 +183,78 @@ fn set_normalization_changes_the_inputs_the_backbone_sees() {
     let bad = Normalization { mean: vec![0.0; 3], std: vec![1.0, 0.0, 1.0] };
     assert!(m.set_normalization(Some(bad)).is_err());
 }
+
+/// Chris Wellons' lowbias32 (the fixture script's `lowbias32`).
+fn lowbias32(mut x: u32) -> u32 {
+    x ^= x >> 16;
+    x = x.wrapping_mul(0x7feb_352d);
+    x ^= x >> 15;
+    x = x.wrapping_mul(0x846c_a68b);
+    x ^= x >> 16;
+    x
+}
+
+/// n values in [0, 1) of stream `stream` (the script's `hashed`).
+fn hashed(stream: u32, n: usize) -> Vec<f64> {
+    let s = lowbias32(stream);
+    (0..n).map(|i| f64::from(lowbias32(s ^ i as u32) >> 8) / (1u32 << 24) as f64).collect()
+}
+
+/// The value the script gives tensor `name` (its `fill`).
+fn fill(name: &str, shape: &[usize], stream: u32) -> Tensor {
+    let n: usize = shape.iter().product();
+    let u = hashed(stream, n);
+    let v: Vec<f32> = if name.ends_with("running_var") || (shape.len() == 1 && name.ends_with("weight")) {
+        u.iter().map(|u| (0.5 + u) as f32).collect()
+    } else if name.ends_with("running_mean") || name.ends_with("bias") {
+        u.iter().map(|u| (0.4 * (u - 0.5)) as f32).collect()
+    } else {
+        let bound = (3.0 / (n / shape[0]) as f64).sqrt();
+        u.iter().map(|u| ((2.0 * u - 1.0) * bound) as f32).collect()
+    };
+    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+}
+
+/// CIFAR ResNet-18 (kuangliu's `shortcut`/`linear`), PreAct-ResNet-18, and torchvision's
+/// ResNet-18/50 (`downsample`/`fc`, 7x7 stem + max-pool, bottlenecks), each with every
+/// tensor under its own PyTorch name: mapped by name onto ours, they give PyTorch's
+/// float64 logits (`layouts_logits.json`, from the fixtures script; weights from a
+/// counter-based hash both sides compute, since the checkpoints are 45-94 MB).
+#[test]
+fn common_pytorch_layouts_give_pytorchs_logits() {
+    let fx: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("layouts_logits.json")).unwrap()).unwrap();
+    for (key, arch) in [
+        ("cifar-resnet18", Arch::ResNet18),
+        ("cifar-preact-resnet18", Arch::PreActResNet18),
+        ("torchvision-resnet18", Arch::ResNet18ImageNet),
+        ("torchvision-resnet50", Arch::ResNet50ImageNet),
+    ] {
+        let f = &fx[key];
+        let m = model(arch, HeadConfig::Fc, 10);
+        let mut state = std::collections::BTreeMap::new();
+        let shapes = f["shapes"].as_array().unwrap();
+        for (k, (name, shape)) in f["names"].as_array().unwrap().iter().zip(shapes).enumerate() {
+            let (name, shape): (&str, Vec<usize>) = (
+                name.as_str().unwrap(),
+                shape.as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect(),
+            );
+            let ours = map_reference_name(name).unwrap_or_else(|| panic!("{key}: {name} has no place"));
+            state.insert(ours, fill(name, &shape, k as u32 + 1));
+        }
+        m.store().load_state(&state).unwrap_or_else(|report| panic!("{key}:\n{report}"));
+        let hw = f["input_hw"].as_u64().unwrap() as usize;
+        let x: Vec<f32> = hashed(999, 2 * 3 * hw * hw).into_iter().map(|v| v as f32).collect();
+        let x = Tensor::from_vec(x, (2, 3, hw, hw), &Device::Cpu).unwrap();
+        let want: Vec<Vec<f32>> = f["logits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect())
+            .collect();
+        let want = Tensor::new(want, &Device::Cpu).unwrap();
+        let err = max_rel_err(&m.forward(&x, Mode::Eval).unwrap(), &want);
+        println!("{key}: max relative logit error {err:.1e}");
+        assert!(err < 1e-4, "{key}: logits differ from PyTorch by {err}");
+    }
+}
