@@ -400,6 +400,15 @@ pub struct EvalSection {
     /// Test images of the quick evaluation.
     #[serde(default = "quick")]
     pub quick_limit: usize,
+    /// With a validation split: select on AutoAttack (APGD-CE + APGD-T) robust accuracy
+    /// of this many validation images (evenly spread over the split) instead of PGD on
+    /// all of it (0 = PGD).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub selection_autoattack: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 fn quick() -> usize {

@@ -2,7 +2,7 @@
 //! and per shot group (the full suite and audit live in robal-eval).
 
 use candle_core::{Device, Tensor};
-use robal_attacks::{Attack, Model, Pgd};
+use robal_attacks::{Attack, Model};
 use robal_data::{Dataset, ImageSet, Loader, LoaderConfig, ShotGroup};
 use robal_models::{Classifier, Mode};
 use serde::Serialize;
@@ -74,7 +74,7 @@ pub struct QuickEval {
 pub fn quick_eval(
     model: &Classifier,
     test: &ImageSet,
-    attack: &Pgd,
+    attack: &dyn Attack,
     limit: usize,
     batch: usize,
     seed: u64,

@@ -5,14 +5,16 @@
 //! `train.seed`, so the same run always holds out the same images); the model trains on
 //! the rest, and its class counts (prior, margins, shot groups) are those of the rest.
 //! Every `eval.every` epochs and at the last epoch, PGD (`eval.steps`, `eval.eps`) runs on
-//! the whole validation split; the criterion is the class-mean (balanced) PGD accuracy,
+//! the whole validation split, or with `eval.selection_autoattack = N` AutoAttack's
+//! APGD-CE + APGD-T on N evenly spread validation images (a cheaper worst case than the
+//! full suite, stronger than PGD); the criterion is the class-mean (balanced) robust accuracy,
 //! so that the tail classes count as much as the head. The best epoch's model, with its
 //! evaluation head, goes to `best.safetensors` (metadata: epoch and value), atomically.
 
 use std::path::Path;
 
 use candle_core::Device;
-use robal_attacks::{Attack, Pgd};
+use robal_attacks::Attack;
 use robal_data::{Dataset, ImageSet, Selection};
 use robal_models::checkpoint::{self, CheckpointInfo};
 use robal_models::Classifier;
@@ -63,15 +65,23 @@ pub struct SelectionReport {
 /// The best epoch so far.
 pub struct BestModel {
     validation: ImageSet,
-    attack: Pgd,
+    attack: Box<dyn Attack + Send + Sync>,
+    /// Validation images the criterion uses (0 = all).
+    limit: usize,
     best: Option<(usize, f64)>,
 }
 
 impl BestModel {
-    /// Select on `validation` with `attack`; `previous` is the best (epoch, value) of an
-    /// interrupted run, read back from its `best.safetensors`.
-    pub fn new(validation: ImageSet, attack: Pgd, previous: Option<(usize, f64)>) -> Self {
-        Self { validation, attack, best: previous }
+    /// Select on `validation` (the first `limit` of an evenly spread subset, 0 = all)
+    /// with `attack`; `previous` is the best (epoch, value) of an interrupted run, read
+    /// back from its `best.safetensors`.
+    pub fn new(
+        validation: ImageSet,
+        attack: Box<dyn Attack + Send + Sync>,
+        limit: usize,
+        previous: Option<(usize, f64)>,
+    ) -> Self {
+        Self { validation, attack, limit, best: previous }
     }
 
     /// The (epoch, value) recorded in a run folder's `best.safetensors`, if any.
@@ -84,7 +94,7 @@ impl BestModel {
     /// keep it in `run_dir/best.safetensors` if it beats the best so far (ties keep the
     /// earlier epoch). Returns the criterion's value.
     pub fn consider(&mut self, eval_model: &Classifier, epoch: usize, run_dir: &Path, device: &Device) -> Result<f64> {
-        let q = quick_eval(eval_model, &self.validation, &self.attack, 0, 128, 0, device)?;
+        let q = quick_eval(eval_model, &self.validation, self.attack.as_ref(), self.limit, 128, 0, device)?;
         let present: Vec<f64> = q.pgd.per_class.iter().copied().filter(|v| v.is_finite()).collect();
         let value = present.iter().sum::<f64>() / present.len().max(1) as f64;
         if self.best.is_none_or(|(_, b)| value > b) {
@@ -101,8 +111,9 @@ impl BestModel {
             epoch,
             value,
             criterion: format!(
-                "balanced (class-mean) {} accuracy on the validation split ({} images held out of training)",
+                "balanced (class-mean) {} accuracy on {} of the {} validation images held out of training",
                 self.attack.name(),
+                if self.limit == 0 { self.validation.len() } else { self.limit.min(self.validation.len()) },
                 self.validation.len()
             ),
         })

@@ -232,7 +232,12 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions, device: &Device) -> Result<Ru
     let eval_attack = Pgd::linf(cfg.eval.eps, cfg.eval.step_size, cfg.eval.steps);
     let mut best = validation.map(|v| {
         let previous = if opts.resume { BestModel::recorded(run_dir, device) } else { None };
-        BestModel::new(v, eval_attack.clone(), previous)
+        let (attack, limit): (Box<dyn robal_attacks::Attack + Send + Sync>, usize) = match cfg.eval.selection_autoattack
+        {
+            0 => (Box::new(eval_attack.clone()), 0),
+            n => (Box::new(robal_attacks::AutoAttack::new(robal_attacks::Suite::ApgdCeT, cfg.eval.eps)), n),
+        };
+        BestModel::new(v, attack, limit, previous)
     });
     let steps_per_epoch = loader.num_batches();
     let (mut images, started) = (0usize, Instant::now());
@@ -335,7 +340,12 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions, device: &Device) -> Result<Ru
         if let Some(b) = best.as_mut().filter(|_| due || done == cfg.train.epochs) {
             let head = cfg.model.eval_head.unwrap_or(cfg.model.head);
             let value = b.consider(&with_eval_head(&model, head, cfg.model.posthoc_tau)?, done, run_dir, device)?;
-            append_metrics(run_dir, &serde_json::json!({"epoch": done, "validation_balanced_pgd": value}))?;
+            let key = if cfg.eval.selection_autoattack > 0 {
+                "validation_balanced_autoattack"
+            } else {
+                "validation_balanced_pgd"
+            };
+            append_metrics(run_dir, &serde_json::json!({"epoch": done, key: value}))?;
         }
         if done % cfg.train.checkpoint_every.max(1) == 0 || done == cfg.train.epochs {
             // Commit protocol: the momentum of epoch `done` goes to its own file first,

@@ -267,7 +267,7 @@ fn best_epoch_on_the_validation_split_is_kept_and_survives_a_resume() {
     let max = values.iter().map(|v| v.1).fold(f64::MIN, f64::max);
     let first_best = values.iter().find(|v| v.1 == max).unwrap().0 as usize;
     assert_eq!((sel.epoch, sel.value), (first_best, max));
-    assert!(sel.criterion.contains("validation split"), "{}", sel.criterion);
+    assert!(sel.criterion.contains("pgd-2") && sel.criterion.contains("validation images"), "{}", sel.criterion);
     let (_, info) = robal_models::checkpoint::load(&a.path().join("best.safetensors"), &Device::Cpu).unwrap();
     assert_eq!(info.epoch as usize, sel.epoch);
     let report: serde_json::Value =
@@ -278,6 +278,21 @@ fn best_epoch_on_the_validation_split_is_kept_and_survives_a_resume() {
     let resumed = train(&cfg, &RunOptions { resume: true, ..opts(b.path()) }, &Device::Cpu).unwrap();
     assert_eq!(resumed.selection.unwrap(), sel);
     assert_eq!(weights(&a.path().join("best.safetensors")), weights(&b.path().join("best.safetensors")));
+}
+
+#[test]
+fn selection_can_use_autoattack_on_a_validation_subset() {
+    let cfg = preset(
+        "mnist-lt-pgd-at.toml",
+        &["data.limit=200", "data.validation=0.3", "eval.every=0", "eval.selection_autoattack=12"],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let sel = train(&cfg, &opts(dir.path()), &Device::Cpu).unwrap().selection.expect("a selection report");
+    assert_eq!(sel.epoch, 3, "evaluated at the last epoch only");
+    assert!(sel.criterion.contains("aa-apgd-ce-t") && sel.criterion.contains("on 12 of the"), "{}", sel.criterion);
+    assert!((0.0..=1.0).contains(&sel.value));
+    let metrics = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
+    assert!(metrics.contains("\"validation_balanced_autoattack\""), "{metrics}");
 }
 
 #[test]
