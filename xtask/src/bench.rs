@@ -39,7 +39,8 @@ const MODELS: [&str; 8] = [
 ];
 /// Models without a PyTorch counterpart in `bench/pytorch_reference.py`.
 const ROBAL_ONLY: [&str; 3] = ["preact-resnet18-64", "resnet18-imagenet", "resnet50-imagenet"];
-const STEPS: [&str; 8] = ["attack", "train", "infer", "pgd-at", "trades", "robal", "reat", "taet"];
+/// The steps of one forward/backward pass.
+const PASSES: [&str; 3] = ["attack", "train", "infer"];
 /// The steps that are whole training steps of a method (no PyTorch counterpart).
 const OBJECTIVES: [&str; 5] = ["pgd-at", "trades", "robal", "reat", "taet"];
 
@@ -200,7 +201,7 @@ fn objective_step(method: &str, dev: &Device) -> Result<(Box<dyn Objective>, Tra
     let preset = if method == "robal" { "cifar10-lt-robal-n".to_string() } else { format!("cifar10-lt-{method}") };
     let path = crate::workspace::preset(&preset)?;
     let cfg = TrainConfig::load(&path, &[])?;
-    let counts: Vec<usize> = (0..10).map(|c| (5000.0 * 0.02f64.powf(c as f64 / 9.0)) as usize).collect();
+    let counts = robal_data::Profile::Exp { ratio: 0.02 }.counts(10, 5000.0)?;
     Ok((objective::build(&cfg), TrainLoss::new(cfg.loss.clone(), &counts, dev)?))
 }
 
@@ -233,7 +234,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
         return Ok(());
     }
     let models = list("--model", &a.model, &MODELS)?;
-    let steps = list("--step", &a.step, &STEPS)?;
+    let known: Vec<&str> = PASSES.into_iter().chain(OBJECTIVES).collect();
+    let steps = list("--step", &a.step, &known)?;
     let torch = !a.no_pytorch && a.soak.is_none() && torch_available(&a.python);
     if !a.no_pytorch && a.soak.is_none() && !torch && !a.json {
         println!("(PyTorch side skipped: `{} -c \"import torch\"` failed; pass --python PATH)", a.python);

@@ -21,9 +21,6 @@ pub trait Graph {
     /// An activation.
     type Value: Clone;
 
-    /// The mode the network runs in.
-    fn mode(&self) -> Mode;
-
     /// y = conv(x, W) with the layer's stride and zero padding.
     fn conv(&mut self, x: &Self::Value, layer: &Conv2d) -> Result<Self::Value>;
 
@@ -56,10 +53,6 @@ pub struct Eager {
 
 impl Graph for Eager {
     type Value = Tensor;
-
-    fn mode(&self) -> Mode {
-        self.mode
-    }
 
     fn conv(&mut self, x: &Tensor, layer: &Conv2d) -> Result<Tensor> {
         layer.forward_with(x, self.mode, self.kernels)
@@ -122,10 +115,6 @@ impl<'a> Recorder<'a> {
 
 impl Graph for Recorder<'_> {
     type Value = TapeValue;
-
-    fn mode(&self) -> Mode {
-        self.mode
-    }
 
     fn conv(&mut self, x: &TapeValue, layer: &Conv2d) -> Result<TapeValue> {
         let y = match x {

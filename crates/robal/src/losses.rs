@@ -6,16 +6,9 @@ use candle_nn::ops::log_softmax;
 use robal_attacks::loss::one_hot;
 use serde::{Deserialize, Serialize};
 
-/// log(pi_c) as a (1, C) row, pi_c = n_c / sum(n).
+/// log(pi_c) as a (1, C) f64 row, pi_c = n_c / sum(n) (cast it to the logits' dtype;
+/// [`TrainLoss`] keeps its constants in f64 and does).
 pub fn log_prior(counts: &[usize], device: &candle_core::Device) -> Result<Tensor> {
-    let total: usize = counts.iter().sum();
-    let v: Vec<f32> = counts.iter().map(|&n| (n as f64 / total as f64).ln() as f32).collect();
-    Tensor::from_vec(v, (1, counts.len()), device)
-}
-
-/// [`log_prior`] in f64 (TrainLoss keeps its constants in f64 and casts them to the
-/// logits' dtype).
-fn log_prior_f64(counts: &[usize], device: &candle_core::Device) -> Result<Tensor> {
     let total: usize = counts.iter().sum();
     row(counts.iter().map(|&n| (n as f64 / total as f64).ln()).collect(), device)
 }
@@ -118,13 +111,13 @@ impl TrainLoss {
                 margins = Some(row(counts.iter().map(|&n| max_m * (n as f64).powf(-0.25) / max_q).collect(), device)?);
                 scale = *s;
             }
-            LossConfig::LogitAdjusted { tau } => offset = Some((log_prior_f64(counts, device)? * *tau)?),
+            LossConfig::LogitAdjusted { tau } => offset = Some((log_prior(counts, device)? * *tau)?),
             LossConfig::Cdt { tau } => {
                 factor = Some(row(counts.iter().map(|&n| (n_max / n as f64).powf(-tau)).collect(), device)?)
             }
             LossConfig::RobalMargin { m, s, tau_m, tau_b } => {
                 margins = Some(row(counts.iter().map(|&n| m + tau_m * (n as f64 / n_min).ln() / s).collect(), device)?);
-                offset = Some((log_prior_f64(counts, device)? * *tau_b)?);
+                offset = Some((log_prior(counts, device)? * *tau_b)?);
                 scale = *s;
             }
         }

@@ -317,14 +317,7 @@ fn harl_rbl_and_tail_gradients_match_finite_differences() {
 /// `batch` attacks with each batch's own statistics, so its examples differ from `eval`'s.
 #[test]
 fn attack_batch_norm_modes_use_and_keep_the_statistics_they_say() {
-    let config = ModelConfig {
-        arch: Arch::SmallCnn,
-        in_channels: 1,
-        num_classes: 10,
-        head: HeadConfig::Fc,
-        normalization: None,
-    };
-    let m = Classifier::new(config, &Device::Cpu, 4).unwrap();
+    let m = small_model();
     let x = Tensor::rand(0f32, 1.0, (8, 1, 28, 28), &Device::Cpu).unwrap();
     let y = Tensor::from_vec((0..8u32).collect::<Vec<_>>(), 8, &Device::Cpu).unwrap();
     m.forward(&x, Mode::Train).unwrap(); // running statistics away from their init

@@ -25,7 +25,7 @@ use robal::config::{AttackStart, InputNormalization};
 use robal::objective::{self, StepContext};
 use robal::{Sgd, TrainConfig, TrainLoss};
 use robal_data::cifar::read_batch_file;
-use robal_data::{Cifar, Dataset};
+use robal_data::{Cifar, Dataset, Profile};
 use robal_models::checkpoint::{import_pytorch, map_reference_name};
 use robal_models::{Classifier, ModelConfig};
 
@@ -146,7 +146,7 @@ fn run(
             "{preset}: TRADES starts from x + 0.001 N(0, 1)"
         );
     }
-    let counts: Vec<usize> = (0..10).map(|c| (5000.0 * 0.02f64.powf(c as f64 / 9.0)) as usize).collect();
+    let counts = Profile::Exp { ratio: 0.02 }.counts(10, 5000.0).unwrap(); // CIFAR-10-LT
     let config = ModelConfig {
         arch: cfg.arch().unwrap(),
         in_channels: 3,
@@ -182,12 +182,7 @@ fn run(
         let idx: Vec<usize> = (k * BATCH..(k + 1) * BATCH).collect();
         // Pixels / 255 in the run's dtype, as the loader (f32) and the script (f64) divide.
         let pixels: Vec<f64> = idx.iter().flat_map(|&i| set.image(i).iter().map(|&p| f64::from(p))).collect();
-        let x = match dtype {
-            DType::F64 => (Tensor::from_vec(pixels, (BATCH, 3, 32, 32), &dev).unwrap() / 255.0).unwrap(),
-            _ => {
-                (Tensor::from_vec(pixels, (BATCH, 3, 32, 32), &dev).unwrap().to_dtype(dtype).unwrap() / 255.0).unwrap()
-            }
-        };
+        let x = (Tensor::from_vec(pixels, (BATCH, 3, 32, 32), &dev).unwrap().to_dtype(dtype).unwrap() / 255.0).unwrap();
         let y = Tensor::from_vec(idx.iter().map(|&i| set.labels()[i]).collect::<Vec<u32>>(), BATCH, &dev).unwrap();
         let x0 = start(&x, k, key == "trades").to_dtype(dtype).unwrap();
         let ctx = StepContext { model: &model, loss: &loss, weights: None, seed: 0, budget: None, start: Some(&x0) };

@@ -100,6 +100,19 @@ impl Pool2d {
     }
 }
 
+/// The input gradient of a max-pool: each output's gradient `dy` added at the input
+/// index of its maximum (`argmax` of [`Pool2d::forward_with_indices`]), over an input of
+/// `len` values.
+pub(super) fn scatter_to_maxima(argmax: &[usize], dy: &[f32], len: usize) -> Vec<f32> {
+    let mut dx = vec![0f32; len];
+    for (&k, &g) in argmax.iter().zip(dy) {
+        if k != usize::MAX {
+            dx[k] += g;
+        }
+    }
+    dx
+}
+
 fn dims4(d: &[usize]) -> Result<(usize, usize, usize, usize)> {
     match d {
         &[n, c, h, w] => Ok((n, c, h, w)),
@@ -125,22 +138,9 @@ impl CustomOp1 for Pool2d {
     }
 
     fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
-        let (n, c, h, w) = dims4(x.dims())?;
-        let (ho, wo) = (self.out_size(h)?, self.out_size(w)?);
+        let dims = dims4(x.dims())?;
         let dx = with_f32(x, |xs| {
-            with_f32(dy, |dys| {
-                let mut dx = vec![0f32; n * c * h * w];
-                let (mut val, mut idx) = (vec![0f32; ho * wo], vec![0usize; ho * wo]);
-                for ((p, g), d) in xs.chunks(h * w).zip(dys.chunks(ho * wo)).zip(dx.chunks_mut(h * w)) {
-                    self.argmax(p, (h, w), (ho, wo), &mut val, &mut idx);
-                    for (&k, &gv) in idx.iter().zip(g) {
-                        if k != usize::MAX {
-                            d[k] += gv;
-                        }
-                    }
-                }
-                Ok(dx)
-            })
+            with_f32(dy, |dys| Ok(scatter_to_maxima(&self.forward_with_indices(xs, dims)?.argmax, dys, xs.len())))
         })?;
         Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
     }

@@ -251,13 +251,7 @@ impl Tape {
                 }
                 Step::MaxPool { x, y, argmax } => {
                     let Some(g) = grads[y.0].take() else { continue };
-                    let mut dx = vec![0f32; self.data_len(*x)];
-                    for (&k, &gv) in argmax.iter().zip(&g) {
-                        if k != usize::MAX {
-                            dx[k] += gv;
-                        }
-                    }
-                    accumulate(&mut grads[x.0], dx);
+                    accumulate(&mut grads[x.0], super::pool::scatter_to_maxima(argmax, &g, self.data_len(*x)));
                 }
                 Step::Add { u, v, y, relu } => {
                     let Some(mut g) = grads[y.0].take() else { continue };
