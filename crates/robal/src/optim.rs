@@ -68,6 +68,20 @@ impl Sgd {
         Ok(())
     }
 
+    /// The change p' - p that one [`Sgd::step`] with gradient `grad` would make to the
+    /// parameter `name` (value `p`), leaving the optimiser's state untouched:
+    /// g' = grad + wd p; v' = mu v + g' (v' = g' before the first step);
+    /// p' - p = -lr v', or -lr (g' + mu v') with Nesterov.
+    pub fn trial_update(&self, name: &str, p: &Tensor, grad: &Tensor, lr: f64) -> Result<Tensor> {
+        let g = (grad.detach() + (p.detach() * self.weight_decay)?)?;
+        let v = match self.buffers.get(name) {
+            Some(b) => ((b * self.momentum)? + &g)?,
+            None => g.clone(),
+        };
+        let step = if self.nesterov { (&g + (&v * self.momentum)?)? } else { v };
+        Ok((step * -lr)?)
+    }
+
     /// Momentum buffers by parameter name (for checkpoints). They are updated in place
     /// by the next step: copy them to keep a snapshot.
     pub fn state(&self) -> &BTreeMap<String, Tensor> {

@@ -96,6 +96,28 @@ fn sgd_follows_the_momentum_rule() {
 }
 
 #[test]
+fn sgd_trial_update_is_the_step_it_would_take_and_changes_nothing() {
+    // The two rules above: momentum D = p1 - p0 = -1.55, p2 - p1 = -2.8675; Nesterov
+    // -2.945, -3.920725. Each trial runs before the real step, which must still land on
+    // the rule's value (the trial leaves the momentum buffer alone).
+    for (nesterov, want) in
+        [(false, [(-1.55f32, -0.55f32), (-2.8675, -3.4175)]), (true, [(-2.945, -1.945), (-3.920725, -5.865725)])]
+    {
+        let p = Var::from_tensor(&Tensor::new(&[1f32], &Device::Cpu).unwrap()).unwrap();
+        let mut sgd = Sgd::new(vec![("p".into(), p.clone())], 0.9, 0.1).with_nesterov(nesterov);
+        for (d_want, p_want) in want {
+            let grad = Tensor::new(&[3f32], &Device::Cpu).unwrap();
+            let d = sgd.trial_update("p", p.as_tensor(), &grad, 0.5).unwrap().to_vec1::<f32>().unwrap()[0];
+            assert!((d - d_want).abs() < 1e-5, "nesterov {nesterov}: trial {d} vs {d_want}");
+            let loss = (p.as_tensor() * 3.0).unwrap().sum_all().unwrap();
+            sgd.step(&loss, 0.5).unwrap();
+            let got = p.as_tensor().to_vec1::<f32>().unwrap()[0];
+            assert!((got - p_want).abs() < 1e-5, "nesterov {nesterov}: step after the trial {got} vs {p_want}");
+        }
+    }
+}
+
+#[test]
 fn learning_rate_schedule() {
     let ms = [60, 75];
     assert_eq!(learning_rate(0.1, 0, 0.0, 0, &ms, 0.1), 0.1);

@@ -104,7 +104,7 @@ fn awp_perturbs_weights_by_gamma_of_their_norm_and_restores_them_bit_for_bit() {
     let loss = robal::losses::cross_entropy_per_example(&loss, &y).unwrap().mean_all().unwrap();
     awp::restore_buffers(snapshot).unwrap();
     let old: Vec<Tensor> = params.iter().map(|(_, v)| v.as_tensor().copy().unwrap()).collect();
-    let p = WeightPerturbation::apply(&params, &loss, 0.01).unwrap();
+    let p = WeightPerturbation::apply(&params, &loss, 0.01, None).unwrap();
     let mut perturbed = 0;
     for ((name, var), w0) in params.iter().zip(&old) {
         let d = (var.as_tensor() - w0).unwrap();
@@ -120,6 +120,63 @@ fn awp_perturbs_weights_by_gamma_of_their_norm_and_restores_them_bit_for_bit() {
     assert!(perturbed >= 4, "conv and FC weights are perturbed ({perturbed})");
     p.restore().unwrap();
     assert_eq!(bits(&m), before, "weights and BatchNorm statistics after perturb + restore");
+}
+
+#[test]
+fn awp_optimizer_proxy_follows_the_optimisers_step_and_leaves_its_state_alone() {
+    // RobustLT's quirk: D = the change Sgd would make stepping on -g (momentum 0.9,
+    // wd 5e-4, Nesterov, lr 0.1), after one real step filled the momentum buffers. Per
+    // tensor: w_perturbed - w = gamma ||w|| / ||D|| D, with D written out here as
+    // -lr (g' + mu (mu b + g')), g' = -g + wd w.
+    let m = small_model();
+    let (x, y) = batch();
+    let params = m.store().trainable("");
+    let (mu, wd, lr, gamma) = (0.9, 5e-4, 0.1, 0.01);
+    let mut sgd = robal::optim::Sgd::new(params.clone(), mu, wd).with_nesterov(true);
+    let ce = |m: &Classifier| {
+        let z = m.forward(&x, Mode::Train).unwrap();
+        robal::losses::cross_entropy_per_example(&z, &y).unwrap().mean_all().unwrap()
+    };
+    sgd.step(&ce(&m), lr).unwrap();
+    let state_before: Vec<(String, Vec<f32>)> =
+        sgd.state().iter().map(|(n, t)| (n.clone(), t.flatten_all().unwrap().to_vec1().unwrap())).collect();
+    let loss = ce(&m);
+    let grads = loss.backward().unwrap();
+    let old: Vec<Tensor> = params.iter().map(|(_, v)| v.as_tensor().copy().unwrap()).collect();
+    let p = WeightPerturbation::apply(&params, &loss, gamma, Some((&sgd, lr))).unwrap();
+    let mut checked = 0;
+    for ((name, var), w0) in params.iter().zip(&old) {
+        if !is_perturbed(name, w0) {
+            continue;
+        }
+        let g = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("{name} has a gradient"));
+        let b = &sgd.state()[name];
+        let g1 = ((g.neg().unwrap()) + (w0 * wd).unwrap()).unwrap();
+        let v1 = ((b * mu).unwrap() + &g1).unwrap();
+        let d = ((&g1 + (&v1 * mu).unwrap()).unwrap() * -lr).unwrap();
+        let norm = |t: &Tensor| scalar(&t.sqr().unwrap().sum_all().unwrap().sqrt().unwrap());
+        let want = (&d * (gamma * norm(w0) / norm(&d))).unwrap();
+        let got = (var.as_tensor() - w0).unwrap();
+        let err = norm(&(&got - &want).unwrap());
+        assert!(err <= 1e-5 * norm(&want), "{name}: {err} off a perturbation of {}", norm(&want));
+        // Not the plain gradient direction: momentum and weight decay bend it.
+        let plain = direction(w0, g).unwrap();
+        let cos = scalar(&(&plain * &d).unwrap().sum_all().unwrap()) / (norm(&plain) * norm(&d));
+        assert!(cos < 0.999, "{name}: the optimiser's step is not the gradient's direction (cos {cos})");
+        checked += 1;
+    }
+    assert!(checked >= 4, "conv and FC weights are perturbed ({checked})");
+    let state_after: Vec<(String, Vec<f32>)> =
+        sgd.state().iter().map(|(n, t)| (n.clone(), t.flatten_all().unwrap().to_vec1().unwrap())).collect();
+    assert_eq!(state_before, state_after, "the proxy step leaves the momentum buffers bit-identical");
+    p.restore().unwrap();
+    for ((name, var), w0) in params.iter().zip(&old) {
+        assert_eq!(
+            var.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            w0.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            "{name} restored bit for bit"
+        );
+    }
 }
 
 #[test]

@@ -127,6 +127,7 @@ fn newer_methods_train_taet_reat_awp_class_budgets_and_augmentation_policies() {
     for extra in [
         vec!["train.mode=\"taet\"", "train.clean_epochs=1", "attack.random_start=\"normal\"", "loss={ kind = \"ce\" }"],
         vec!["awp={ gamma = 0.01 }"],
+        vec!["awp={ gamma = 0.005, proxy = \"optimizer\" }", "train.nesterov=true", "attack.batch_norm=\"batch\""],
         vec!["train.mode=\"trades\"", "train.beta_reg=6.0", "awp={ gamma = 0.005, from_epoch = 1 }"],
         vec!["attack.class_budget={ alpha = 0.3, beta = 0.8 }", "loss={ kind = \"logit-adjusted\", tau = 1.0 }"],
         vec!["attack.class_budget={ alpha = 0.3, beta = 0.0, shared_start = true }", "attack.random_start=\"off\""],
@@ -200,9 +201,49 @@ fn reference_pass_order_moves_batchnorm_statistics_once_more_with_the_same_gradi
 }
 
 #[test]
+fn awp_optimizer_proxy_keeps_the_proxy_passs_batchnorm_update() {
+    // Without momentum and weight decay the optimiser's first step on -L is lr g, the
+    // gradient proxy's direction: the weights agree (to float32 rounding of the lr
+    // scaling) and only the running statistics tell the two apart, RobustLT's proxy pass
+    // having run on the model itself.
+    let run = |proxy: &str| {
+        let cfg = preset(
+            "mnist-lt-pgd-at.toml",
+            &[
+                "data.limit=40",
+                "data.augment=false",
+                "train.epochs=1",
+                "train.milestones=[]",
+                "train.momentum=0.0",
+                "train.weight_decay=0.0",
+                &format!("awp={{ gamma = 0.01, proxy = \"{proxy}\" }}"),
+            ],
+        );
+        let dir = tempfile::tempdir().unwrap();
+        train(&cfg, &opts(dir.path()), &Device::Cpu).unwrap();
+        weights(&dir.path().join("checkpoint.safetensors"))
+    };
+    let (gradient, optimizer) = (run("gradient"), run("optimizer"));
+    let mut stats_differ = 0;
+    for ((name, a), (_, b)) in gradient.iter().zip(&optimizer) {
+        if name.contains("running") {
+            stats_differ += usize::from(a != b);
+        } else if !name.contains("num_batches") {
+            let (a, b): (Vec<f32>, Vec<f32>) =
+                (a.iter().map(|&v| f32::from_bits(v)).collect(), b.iter().map(|&v| f32::from_bits(v)).collect());
+            let scale = a.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let diff = a.iter().zip(&b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+            assert!(diff <= 1e-5 * scale, "{name}: same step expected ({diff} of {scale})");
+        }
+    }
+    assert!(stats_differ > 0, "the optimizer proxy keeps its pass's BatchNorm update");
+}
+
+#[test]
 fn every_new_objective_resumes_bit_for_bit() {
     for extra in [
         vec!["awp={ gamma = 0.01, from_epoch = 1 }"],
+        vec!["awp={ gamma = 0.005, proxy = \"optimizer\" }", "train.nesterov=true"],
         vec!["train.mode=\"reat\"", "loss={ kind = \"logit-adjusted\", tau = 1.0 }"],
         vec!["train.mode=\"taet\"", "train.clean_epochs=1", "loss={ kind = \"ce\" }"],
         vec![

@@ -9,6 +9,14 @@
 //!
 //! The proxy's one SGD step on -L gives D_l = lr g_l, and v normalises D per tensor, so
 //! the proxy learning rate cancels (up to the 1e-20). We take g directly.
+//!
+//! **quirk** of RobustLT's re-implementation ([`AwpProxy::Optimizer`]): there the proxy
+//! is the model itself and its own optimiser, copied and put back after the step, so D_l
+//! is the real optimiser's step on -L: g'_l = -g_l + wd w_l, b'_l = mu b_l + g'_l (b_l
+//! the momentum buffer, b'_l = g'_l before the first step), D_l = -lr b'_l, or
+//! -lr (g'_l + mu b'_l) with Nesterov. The momentum and weight decay bend D away from the
+//! ascent direction; the optimiser's state and the weights are restored, but the
+//! BatchNorm update of the pass that built L stays (it ran on the model).
 
 use candle_core::{Tensor, Var};
 use robal_models::TensorKind;
@@ -16,6 +24,19 @@ use serde::{Deserialize, Serialize};
 
 use super::Method;
 use crate::error::{invalid, Result};
+use crate::optim::Sgd;
+
+/// Where AWP's weight direction D comes from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AwpProxy {
+    /// The official code (csdongxian/AWP): a plain SGD step of a proxy copy, D = lr g.
+    #[default]
+    Gradient,
+    /// **quirk** of RobustLT's code: the real optimiser's step (momentum, weight decay,
+    /// Nesterov) on -L, its state then restored; the proxy pass's BatchNorm update stays.
+    Optimizer,
+}
 
 /// `[awp]` in a config.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -26,6 +47,9 @@ pub struct AwpConfig {
     /// First epoch (0-based) with AWP (0 AT-AWP, 10 TRADES-AWP).
     #[serde(default)]
     pub from_epoch: usize,
+    /// Where D comes from (`"gradient"`, the default, or RobustLT's `"optimizer"`).
+    #[serde(default)]
+    pub proxy: AwpProxy,
 }
 
 impl AwpConfig {
@@ -60,11 +84,13 @@ pub struct WeightPerturbation {
 }
 
 impl WeightPerturbation {
-    /// Perturb the parameters `params` by gamma v, v from the gradients of `loss`
-    /// (built at the current weights). The caller keeps the BatchNorm running statistics
-    /// that building `loss` moved out of the model: [`snapshot_buffers`] before,
-    /// [`restore_buffers`] after.
-    pub fn apply(params: &[(String, Var)], loss: &Tensor, gamma: f64) -> Result<Self> {
+    /// Perturb the parameters `params` by gamma v, v from the gradients g of `loss`
+    /// (built at the current weights): v = ||w|| / (||D|| + 1e-20) D with D = g, or with
+    /// `optimizer = Some((sgd, lr))` the change D that `sgd` would make stepping on -g
+    /// ([`AwpProxy::Optimizer`]; `sgd` is not changed). With [`AwpProxy::Gradient`] the
+    /// caller keeps the BatchNorm running statistics that building `loss` moved out of
+    /// the model: [`snapshot_buffers`] before, [`restore_buffers`] after.
+    pub fn apply(params: &[(String, Var)], loss: &Tensor, gamma: f64, optimizer: Option<(&Sgd, f64)>) -> Result<Self> {
         let grads = loss.backward()?;
         let mut saved = Vec::new();
         for (name, var) in params {
@@ -74,7 +100,11 @@ impl WeightPerturbation {
             }
             let Some(g) = grads.get(w) else { continue };
             let before = w.detach().copy()?;
-            let v = direction(&before, &g.detach())?;
+            let d = match optimizer {
+                None => g.detach(),
+                Some((sgd, lr)) => sgd.trial_update(name, &before, &g.detach().neg()?, lr)?,
+            };
+            let v = direction(&before, &d)?;
             var.set(&(&before + (v * gamma)?)?)?;
             saved.push((var.clone(), before, var.as_tensor().detach().copy()?));
         }

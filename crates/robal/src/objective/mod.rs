@@ -32,7 +32,7 @@ use candle_core::Tensor;
 use robal_models::{Classifier, Mode};
 use serde::{Deserialize, Serialize};
 
-pub use awp::{AwpConfig, WeightPerturbation};
+pub use awp::{AwpConfig, AwpProxy, WeightPerturbation};
 pub use budget::ClassBudget;
 pub use inner::{InnerAttack, InnerLoss};
 pub use pgd_at::PgdAt;
