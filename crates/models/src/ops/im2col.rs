@@ -79,12 +79,53 @@ impl Geometry {
         (GROUP_COLS / self.pixels_out().max(1)).clamp(1, self.n.max(1))
     }
 
-    /// Output columns `v` whose input column `v s + j - p` lies inside the image.
-    fn valid_cols(&self, j: usize) -> (usize, usize) {
-        let (s, p) = (self.stride, self.pad);
-        let lo = if j >= p { 0 } else { (p - j).div_ceil(s) };
-        let hi = if self.w + p > j { ((self.w + p - j - 1) / s + 1).min(self.wo) } else { 0 };
-        (lo, hi.max(lo))
+    /// The staged image's row length (the padded row) and where each of its `stride`
+    /// phases starts in it (see [`Self::stage`]).
+    fn staged_row(&self) -> (usize, Vec<usize>) {
+        let (s, wp) = (self.stride, self.w + 2 * self.pad);
+        let mut starts = Vec::with_capacity(s);
+        let mut at = 0;
+        for q in 0..s {
+            starts.push(at);
+            at += wp.saturating_sub(q).div_ceil(s);
+        }
+        (wp, starts)
+    }
+
+    /// Entries of the staged image: C (H + 2p) (W + 2p).
+    fn staged_len(&self) -> usize {
+        self.c * (self.h + 2 * self.pad) * (self.w + 2 * self.pad)
+    }
+
+    /// The image as the gathers read it, into `out` ([`Self::staged_len`] entries): `pre`
+    /// applied once per pixel, the zero padding written out, and each padded row split
+    /// into its `stride` phases (columns q, q + s, q + 2s, ... stored together). Every
+    /// row of the column matrix then reads, for each output row, one contiguous run of
+    /// `wo` entries: padded column v s + j is entry j / s + v of phase j % s.
+    fn stage(&self, x: &[f32], pre: Option<&Affine>, out: &mut [f32]) {
+        let (s, p, w) = (self.stride, self.pad, self.w);
+        let (wp, starts) = self.staged_row();
+        let plane = (self.h + 2 * p) * wp;
+        out.fill(0.0);
+        for (c, (src, dst)) in x.chunks_exact(self.h * w).zip(out.chunks_exact_mut(plane)).enumerate() {
+            let (a, b) = pre.map_or((1.0, 0.0), |f| (f.a[c], f.b[c]));
+            for (row, staged) in src.chunks_exact(w).zip(dst.chunks_exact_mut(wp).skip(p)) {
+                // Padded column q' + t s of phase q' holds image column q' + t s - p: the
+                // image columns of phase q' start at the first t with q' + t s >= p.
+                for (q, &at) in starts.iter().enumerate() {
+                    let t0 = p.saturating_sub(q).div_ceil(s);
+                    let first = q + t0 * s - p;
+                    if first >= w {
+                        continue;
+                    }
+                    let runs = staged[at + t0..].iter_mut().zip(row[first..].iter().step_by(s));
+                    match pre {
+                        Some(f) => runs.for_each(|(o, &v)| *o = f.apply(a, b, v)),
+                        None => runs.for_each(|(o, &v)| *o = v),
+                    }
+                }
+            }
+        }
     }
 
     /// col(pre(x_n)) into the first `pixels_out` columns of `col`, a matrix whose rows
@@ -93,74 +134,86 @@ impl Geometry {
     /// the zero padding stays zero (it pads the transformed image).
     ///
     /// Row (c, i, j) of the matrix is channel c shifted by (i - p, j - p) and sampled
-    /// every `stride` pixels: output row u reads input row u s + i - p, output columns
-    /// lo..hi read input columns v s + j - p (zeros outside).
+    /// every `stride` pixels. The image is staged once ([`Self::stage`]: `pre` applied
+    /// per pixel rather than per column entry, padding and strides laid out so that
+    /// each output row is one contiguous copy without bounds cases).
     pub(super) fn im2col(&self, x: &[f32], col: &mut [f32], pre: Option<&Affine>, ld: usize) {
-        let (k, s, p, w, h) = (self.k, self.stride, self.pad, self.w, self.h);
-        let wo = self.wo;
-        for r in 0..self.col_rows() {
-            let dst = &mut col[r * ld..r * ld + self.pixels_out()];
-            let (c, i, j) = (r / (k * k), r / k % k, r % k);
-            let img = &x[c * h * w..(c + 1) * h * w];
-            let (lo, hi) = self.valid_cols(j);
-            let (a, b) = pre.map_or((1.0, 0.0), |f| (f.a[c], f.b[c]));
-            for (u, out) in dst.chunks_exact_mut(wo).enumerate() {
-                let ih = (u * s + i) as isize - p as isize;
-                if ih < 0 || ih >= h as isize || lo == hi {
-                    out.fill(0.0);
-                    continue;
-                }
-                let row = &img[ih as usize * w..(ih as usize + 1) * w];
-                out[..lo].fill(0.0);
-                out[hi..].fill(0.0);
-                let first = lo * s + j - p;
-                let out = &mut out[lo..hi];
-                match (s, pre) {
-                    (1, None) => out.copy_from_slice(&row[first..first + out.len()]),
-                    (1, Some(f)) => {
-                        let src = &row[first..first + out.len()];
-                        out.iter_mut().zip(src).for_each(|(o, &v)| *o = f.apply(a, b, v));
-                    }
-                    (_, None) => out.iter_mut().enumerate().for_each(|(t, o)| *o = row[first + t * s]),
-                    (_, Some(f)) => {
-                        out.iter_mut().enumerate().for_each(|(t, o)| *o = f.apply(a, b, row[first + t * s]))
-                    }
+        let (k, s, wo) = (self.k, self.stride, self.wo);
+        let (wp, starts) = self.staged_row();
+        let plane = (self.h + 2 * self.pad) * wp;
+        STAGED.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            buf.resize(self.staged_len(), 0.0);
+            self.stage(x, pre, &mut buf);
+            for r in 0..self.col_rows() {
+                let (c, i, j) = (r / (k * k), r / k % k, r % k);
+                let at = c * plane + i * wp + starts[j % s] + j / s;
+                let dst = &mut col[r * ld..r * ld + self.pixels_out()];
+                for (u, out) in dst.chunks_exact_mut(wo).enumerate() {
+                    let from = at + u * s * wp;
+                    copy_run(out, &buf[from..from + wo]);
                 }
             }
-        }
+        });
     }
 
     /// dx_n = col⁻¹(dcol): scatter-add of the first `pixels_out` columns of the column
-    /// matrix (rows `ld` entries apart) onto a zeroed image, entry by entry the adjoint
-    /// of [`Self::im2col`].
+    /// matrix (rows `ld` entries apart), entry by entry the adjoint of [`Self::im2col`]:
+    /// the runs are added onto a zeroed staged image, whose interior is then written
+    /// back to `dx` in image order (the padding's share is dropped).
     pub(super) fn col2im(&self, dcol: &[f32], dx: &mut [f32], ld: usize) {
-        let (k, s, p, w, h) = (self.k, self.stride, self.pad, self.w, self.h);
-        let wo = self.wo;
-        dx.fill(0.0);
-        for r in 0..self.col_rows() {
-            let src = &dcol[r * ld..r * ld + self.pixels_out()];
-            let (c, i, j) = (r / (k * k), r / k % k, r % k);
-            let img = &mut dx[c * h * w..(c + 1) * h * w];
-            let (lo, hi) = self.valid_cols(j);
-            if lo == hi {
-                continue;
-            }
-            for (u, d) in src.chunks_exact(wo).enumerate() {
-                let ih = (u * s + i) as isize - p as isize;
-                if ih < 0 || ih >= h as isize {
-                    continue;
-                }
-                let row = &mut img[ih as usize * w..(ih as usize + 1) * w];
-                let first = lo * s + j - p;
-                let d = &d[lo..hi];
-                if s == 1 {
-                    row[first..first + d.len()].iter_mut().zip(d).for_each(|(o, &v)| *o += v);
-                } else {
-                    d.iter().enumerate().for_each(|(t, &v)| row[first + t * s] += v);
+        let (k, s, p, w, wo) = (self.k, self.stride, self.pad, self.w, self.wo);
+        let (wp, starts) = self.staged_row();
+        let plane = (self.h + 2 * p) * wp;
+        STAGED.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            buf.resize(self.staged_len(), 0.0);
+            buf.fill(0.0);
+            for r in 0..self.col_rows() {
+                let (c, i, j) = (r / (k * k), r / k % k, r % k);
+                let at = c * plane + i * wp + starts[j % s] + j / s;
+                let src = &dcol[r * ld..r * ld + self.pixels_out()];
+                for (u, d) in src.chunks_exact(wo).enumerate() {
+                    let to = at + u * s * wp;
+                    add_run(&mut buf[to..to + wo], d);
                 }
             }
-        }
+            for (staged, img) in buf.chunks_exact(plane).zip(dx.chunks_exact_mut(self.h * w)) {
+                for (srow, row) in staged.chunks_exact(wp).skip(p).zip(img.chunks_exact_mut(w)) {
+                    for (q, &at) in starts.iter().enumerate() {
+                        let t0 = p.saturating_sub(q).div_ceil(s);
+                        let first = q + t0 * s - p;
+                        if first >= w {
+                            continue;
+                        }
+                        row[first..].iter_mut().step_by(s).zip(&srow[at + t0..]).for_each(|(o, &v)| *o = v);
+                    }
+                }
+            }
+        });
     }
+}
+
+/// dst = src for the short runs of im2col (an output row, often 7-28 entries): an
+/// element loop the compiler keeps inline, not a call to memcpy.
+#[inline(always)]
+fn copy_run(dst: &mut [f32], src: &[f32]) {
+    for (o, &v) in dst.iter_mut().zip(src) {
+        *o = v;
+    }
+}
+
+/// dst += src, the adjoint of [`copy_run`].
+#[inline(always)]
+fn add_run(dst: &mut [f32], src: &[f32]) {
+    for (o, &v) in dst.iter_mut().zip(src) {
+        *o += v;
+    }
+}
+
+thread_local! {
+    /// Scratch image of [`Geometry::im2col`] / [`Geometry::col2im`] (one per thread).
+    static STAGED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 #[cfg(test)]
@@ -198,12 +251,29 @@ mod tests {
             (2, 7, 6, 3, 2, 0),
             (1, 3, 3, 3, 1, 2),
             (2, 5, 5, 5, 3, 2),
+            (3, 8, 9, 3, 2, 1),
+            (2, 2, 2, 3, 3, 1),
+            (1, 7, 7, 3, 4, 2),
         ] {
             let g = Geometry::new(&[1, c, h, w], &[1, c, k, k], stride, pad).unwrap();
             let x: Vec<f32> = (0..g.image()).map(|i| (i as f32 * 0.37).sin()).collect();
             let mut col = vec![f32::NAN; g.col_rows() * g.pixels_out()];
             g.im2col(&x, &mut col, None, g.pixels_out());
             assert_eq!(col, im2col_naive(&x, &g), "{g:?}");
+            // With a BatchNorm-ReLU in front: the map applied to every pixel first, the
+            // padding still zero.
+            for relu in [false, true] {
+                let f = Affine {
+                    a: (0..c).map(|i| 0.5 + i as f32).collect(),
+                    b: (0..c).map(|i| 0.25 - 0.5 * i as f32).collect(),
+                    relu,
+                };
+                let mapped: Vec<f32> =
+                    x.iter().enumerate().map(|(i, &v)| f.apply(f.a[i / (h * w)], f.b[i / (h * w)], v)).collect();
+                let mut col = vec![f32::NAN; g.col_rows() * g.pixels_out()];
+                g.im2col(&x, &mut col, Some(&f), g.pixels_out());
+                assert_eq!(col, im2col_naive(&mapped, &g), "{g:?} relu {relu}");
+            }
             // <col(x), d> = <x, col⁻¹(d)> for any d: col2im is im2col's adjoint.
             let d: Vec<f32> = (0..col.len()).map(|i| (i as f32 * 0.11).cos()).collect();
             let mut back = vec![f32::NAN; g.image()];

@@ -15,12 +15,16 @@ pub(super) fn per_image(
     let threads = rayon::current_num_threads();
     let n = out.len().div_ceil(chunk.max(1));
     if n >= threads || threads == 1 {
-        // One contiguous run of images per thread: one scratch buffer each, not one per
-        // rayon split.
-        out.par_chunks_mut(chunk)
-            .enumerate()
-            .with_min_len(n.div_ceil(threads))
-            .for_each_init(|| uninit_vec(scratch), |buf, (i, o)| body(i, o, buf, 1));
+        // One contiguous run of ceil(n / threads) chunks per thread, with one scratch
+        // buffer each. (Not `with_min_len(ceil(n / threads))` on the chunks: rayon then
+        // refuses to split an odd count in two, and an odd batch ran on one thread.)
+        let per = n.div_ceil(threads);
+        out.par_chunks_mut(chunk.max(1) * per).enumerate().for_each(|(t, run)| {
+            let mut buf = uninit_vec(scratch);
+            for (k, o) in run.chunks_mut(chunk.max(1)).enumerate() {
+                body(t * per + k, o, &mut buf, 1);
+            }
+        });
     } else {
         let mut buf = uninit_vec(scratch);
         for (i, o) in out.chunks_mut(chunk).enumerate() {
@@ -63,4 +67,50 @@ pub(super) fn uninit_vec(n: usize) -> Vec<f32> {
         v.set_len(n)
     };
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    use std::time::{Duration, Instant};
+
+    use super::per_image;
+
+    #[test]
+    fn per_image_splits_odd_counts_over_the_threads_and_visits_each_chunk_once() {
+        // 2 threads, 7 chunks of 3 entries (and 93 chunks: the batch that used to run on
+        // one thread). The first chunk of each run waits until a second thread has
+        // started a run: with one run per thread that happens at once; a count left in
+        // one run would wait out the deadline.
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        for n in [7usize, 93] {
+            let mut out = vec![0f32; 3 * n];
+            let seen = Mutex::new(Vec::new());
+            let started = AtomicUsize::new(0);
+            let met = AtomicUsize::new(0);
+            pool.install(|| {
+                per_image(&mut out, 3, 1, |i, o, _, threads| {
+                    assert_eq!(threads, 1, "one GEMM thread inside a parallel run");
+                    if i % n.div_ceil(2) == 0 {
+                        started.fetch_add(1, Ordering::SeqCst);
+                        let deadline = Instant::now() + Duration::from_secs(10);
+                        while started.load(Ordering::SeqCst) < 2 && Instant::now() < deadline {
+                            std::hint::spin_loop();
+                        }
+                        if started.load(Ordering::SeqCst) >= 2 {
+                            met.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                    o.fill(i as f32);
+                    seen.lock().unwrap().push(i);
+                });
+            });
+            assert_eq!(met.load(Ordering::SeqCst), 2, "n = {n}: the two runs did not overlap");
+            let mut seen = seen.into_inner().unwrap();
+            seen.sort_unstable();
+            assert_eq!(seen, (0..n).collect::<Vec<_>>(), "n = {n}: every chunk once");
+            assert!(out.chunks(3).enumerate().all(|(i, c)| c.iter().all(|&v| v == i as f32)), "n = {n}");
+        }
+    }
 }
