@@ -11,7 +11,9 @@
 //! - `pgd-at`, `trades`, `robal`, `reat`, `taet`: one whole training step of that method
 //!   as its CIFAR-10-LT preset (`configs/cifar10-lt-<method>.toml`, RoBal's `-robal-n`) sets it up: the
 //!   inner attack (5 or 10 PGD steps), the outer loss's forward passes and the SGD
-//!   update ([`robal::objective`]); images/s counts each image once (robal-rs only).
+//!   update ([`robal::objective`]); images/s counts each image once (robal-rs only);
+//! - `pgd-at-awp`, `trades-awp`: the same with AWP's probe (one more outer forward and
+//!   backward, the perturbation put on before and taken off after the step).
 //!
 //! Every (model, step) runs in a fresh process so that its peak RSS is its own; with
 //! `--rounds R` the robal-rs and PyTorch processes alternate R times.
@@ -22,7 +24,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use clap::Args;
-use robal::objective::{self, Objective, StepContext};
+use robal::objective::{self, awp, AwpConfig, Objective, StepContext};
 use robal::{EvalModel, Sgd, TrainConfig, TrainLoss};
 use robal_models::{Arch, Classifier, HeadConfig, Mode, ModelConfig};
 use serde_json::{json, Value};
@@ -42,7 +44,7 @@ const ROBAL_ONLY: [&str; 3] = ["preact-resnet18-64", "resnet18-imagenet", "resne
 /// The steps of one forward/backward pass.
 const PASSES: [&str; 3] = ["attack", "train", "infer"];
 /// The steps that are whole training steps of a method (no PyTorch counterpart).
-const OBJECTIVES: [&str; 5] = ["pgd-at", "trades", "robal", "reat", "taet"];
+const OBJECTIVES: [&str; 7] = ["pgd-at", "trades", "robal", "reat", "taet", "pgd-at-awp", "trades-awp"];
 
 #[derive(Args, Clone)]
 pub struct BenchArgs {
@@ -52,7 +54,7 @@ pub struct BenchArgs {
     #[arg(long, default_value = "small-cnn,wrn-10-2,wrn-16-4,resnet18")]
     model: String,
     /// Steps, comma-separated: attack, train, infer, and whole training steps of
-    /// pgd-at, trades, robal, reat, taet (as their cifar10-lt presets).
+    /// pgd-at, trades, robal, reat, taet, pgd-at-awp, trades-awp (as their cifar10-lt presets).
     #[arg(long, default_value = "attack,train,infer")]
     step: String,
     /// Batch size of the attack and train steps.
@@ -144,14 +146,26 @@ fn single(a: &BenchArgs) -> Result<Value> {
     let view = EvalModel(&m);
     let method = OBJECTIVES.contains(&step).then(|| objective_step(step, &dev)).transpose()?;
     let mut seed = 0u64;
+    // Seconds spent in AWP's probe, for the share of the step it costs.
+    let probe_secs = std::cell::Cell::new(0f64);
     let mut run = || -> Result<()> {
-        if let Some((objective, loss)) = &method {
+        if let Some((objective, loss, awp)) = &method {
             seed += 1;
             let ctx = StepContext { model: &m, loss, weights: None, seed, budget: None, start: None };
             let x_adv = objective.craft(&ctx, &x, &y)?;
+            let params = m.store().trainable("");
+            let probe_start = Instant::now();
+            let perturbation = awp
+                .as_ref()
+                .map(|a| awp::probe(a, objective.as_ref(), &ctx, &x, &y, x_adv.as_ref(), &params, &sgd, 0.1))
+                .transpose()?;
+            probe_secs.set(probe_secs.get() + probe_start.elapsed().as_secs_f64());
             let out = objective.outer(&ctx, &x, &y, x_adv.as_ref())?;
             objective.observe(&y, &out)?;
             sgd.step(&out.loss, 0.1)?;
+            if let Some(p) = perturbation {
+                p.restore()?;
+            }
             return Ok(());
         }
         match step {
@@ -183,6 +197,7 @@ fn single(a: &BenchArgs) -> Result<Value> {
             "rss_after_10_bytes": after_10, "rss_end_bytes": proc_bytes("VmRSS:"), "peak_rss_bytes": proc_bytes("VmHWM:")}));
     }
     dev.synchronize()?;
+    probe_secs.set(0.0);
     let start = Instant::now();
     let mut iters = 0;
     while iters < a.iters.max(1) || start.elapsed().as_secs_f64() < a.seconds {
@@ -191,18 +206,22 @@ fn single(a: &BenchArgs) -> Result<Value> {
     }
     dev.synchronize()?;
     let secs = start.elapsed().as_secs_f64();
-    Ok(json!({"impl": impl_name(a), "model": name, "step": step, "batch": batch, "iters": iters,
-        "img_per_s": (batch * iters) as f64 / secs, "peak_rss_bytes": proc_bytes("VmHWM:")}))
+    let mut row = json!({"impl": impl_name(a), "model": name, "step": step, "batch": batch, "iters": iters,
+        "img_per_s": (batch * iters) as f64 / secs, "peak_rss_bytes": proc_bytes("VmHWM:")});
+    if probe_secs.get() > 0.0 {
+        row["awp_probe_share"] = json!(probe_secs.get() / secs);
+    }
+    Ok(row)
 }
 
-/// The objective and loss of `configs/cifar10-lt-<method>.toml`, with CIFAR-10-LT's
-/// class counts (r = 0.02).
-fn objective_step(method: &str, dev: &Device) -> Result<(Box<dyn Objective>, TrainLoss)> {
+/// The objective, loss and AWP settings of `configs/cifar10-lt-<method>.toml`, with
+/// CIFAR-10-LT's class counts (r = 0.02).
+fn objective_step(method: &str, dev: &Device) -> Result<(Box<dyn Objective>, TrainLoss, Option<AwpConfig>)> {
     let preset = if method == "robal" { "cifar10-lt-robal-n".to_string() } else { format!("cifar10-lt-{method}") };
     let path = crate::workspace::preset(&preset)?;
     let cfg = TrainConfig::load(&path, &[])?;
     let counts = robal_data::Profile::Exp { ratio: 0.02 }.counts(10, 5000.0)?;
-    Ok((objective::build(&cfg), TrainLoss::new(cfg.loss.clone(), &counts, dev)?))
+    Ok((objective::build(&cfg), TrainLoss::new(cfg.loss.clone(), &counts, dev)?, cfg.awp))
 }
 
 fn impl_name(a: &BenchArgs) -> &'static str {

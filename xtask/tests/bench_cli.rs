@@ -5,7 +5,7 @@ use std::process::Command;
 
 #[test]
 fn every_step_including_whole_method_steps_reports_images_per_second() {
-    let steps = "attack,train,infer,pgd-at,trades,robal,reat,taet";
+    let steps = "attack,train,infer,pgd-at,trades,robal,reat,taet,pgd-at-awp,trades-awp";
     let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
         .args(["bench", "--no-pytorch", "--json", "--model", "small-cnn", "--step", steps])
         .args(["--batch", "8", "--infer-batch", "8", "--seconds", "0", "--iters", "1"])
@@ -31,5 +31,5 @@ fn an_unknown_step_is_named_with_the_known_ones() {
         .expect("xtask runs");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("--step \"madry\"") && err.contains("robal, reat, taet"), "{err}");
+    assert!(err.contains("--step \"madry\"") && err.contains("robal, reat, taet, pgd-at-awp, trades-awp"), "{err}");
 }

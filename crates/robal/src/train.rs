@@ -29,9 +29,7 @@ use crate::config::{
 use crate::error::{Result, TrainError};
 use crate::evaluate::{quick_eval, QuickEval};
 use crate::losses::TrainLoss;
-use crate::objective::{
-    self, awp, AwpProxy, InnerAttack, InnerLoss, Method, Objective, Plain, StepContext, WeightPerturbation,
-};
+use crate::objective::{self, awp, InnerAttack, InnerLoss, Method, Objective, Plain, StepContext};
 use crate::optim::{learning_rate, Sgd};
 use crate::selection::{split_validation, BestModel, SelectionReport, BEST_FILE};
 
@@ -285,16 +283,7 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions, device: &Device) -> Result<Ru
             let x_adv = method.craft(&ctx, x, y)?;
             let perturbation = match &cfg.awp {
                 Some(awp) if epoch >= awp.from_epoch && method.method() != Method::Plain => {
-                    let bn = awp::snapshot_buffers(&model)?;
-                    let at_w = method.outer(&ctx, x, y, x_adv.as_ref())?;
-                    let optimizer = match awp.proxy {
-                        AwpProxy::Gradient => {
-                            awp::restore_buffers(bn)?;
-                            None
-                        }
-                        AwpProxy::Optimizer => Some((&sgd, lr)),
-                    };
-                    Some(WeightPerturbation::apply(&params, &at_w.loss, awp.gamma, optimizer)?)
+                    Some(awp::probe(awp, method, &ctx, x, y, x_adv.as_ref(), &params, &sgd, lr)?)
                 }
                 _ => None,
             };

@@ -22,7 +22,7 @@ use candle_core::{Tensor, Var};
 use robal_models::TensorKind;
 use serde::{Deserialize, Serialize};
 
-use super::Method;
+use super::{Method, Objective, StepContext};
 use crate::error::{invalid, Result};
 use crate::optim::Sgd;
 
@@ -122,6 +122,37 @@ impl WeightPerturbation {
         }
         Ok(())
     }
+}
+
+/// AWP's probe before one training step of `method` on batch `x`, `y` (adversarial
+/// examples `x_adv`): the outer loss at the current weights, then the perturbation of
+/// `params` from its gradients ([`WeightPerturbation::apply`]; with
+/// [`AwpProxy::Optimizer`] from the step `sgd` would take at learning rate `lr`). The
+/// gradient proxy leaves the BatchNorm running statistics as they were; RobustLT's
+/// optimizer proxy keeps the probe's update. The caller steps, then
+/// [`WeightPerturbation::restore`]s.
+#[allow(clippy::too_many_arguments)]
+pub fn probe(
+    awp: &AwpConfig,
+    method: &dyn Objective,
+    ctx: &StepContext,
+    x: &Tensor,
+    y: &Tensor,
+    x_adv: Option<&Tensor>,
+    params: &[(String, Var)],
+    sgd: &Sgd,
+    lr: f64,
+) -> Result<WeightPerturbation> {
+    let bn = snapshot_buffers(ctx.model)?;
+    let at_w = method.outer(ctx, x, y, x_adv)?;
+    let optimizer = match awp.proxy {
+        AwpProxy::Gradient => {
+            restore_buffers(bn)?;
+            None
+        }
+        AwpProxy::Optimizer => Some((sgd, lr)),
+    };
+    WeightPerturbation::apply(params, &at_w.loss, awp.gamma, optimizer)
 }
 
 /// Copies of the BatchNorm running statistics (every buffer of the model).
