@@ -295,6 +295,12 @@ pub struct TrainSection {
     /// BatchNorm running statistics once more per step). Gradients are the same.
     #[serde(default)]
     pub bn_passes: BnPasses,
+    /// **quirk** of RobustLT's trainer: after each update its accuracy log runs the
+    /// model on x_adv and then x in train mode (under no_grad), two more BatchNorm
+    /// running-statistics updates per step with the new weights (one, on x, in clean
+    /// epochs). Weights and gradients are unchanged. Off by default.
+    #[serde(default)]
+    pub log_passes: bool,
     /// HARL's weights of the class-mean loss, its variance and the squared shares (TAET).
     #[serde(default = "harl_weights")]
     pub harl_weights: [f64; 3],

@@ -300,6 +300,9 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions, device: &Device) -> Result<Ru
             if let Some(p) = perturbation {
                 p.restore()?;
             }
+            if cfg.train.log_passes {
+                log_passes(&model, x, x_adv.as_ref())?;
+            }
             loss_sum += value as f64;
             if let Some(z) = &z_nat {
                 clean.add(accuracy(&z.detach(), y)?);
@@ -544,4 +547,13 @@ impl BatchMean {
     fn display(&self) -> String {
         self.mean().map_or_else(|| "-".into(), |m| format!("{m:.2}"))
     }
+}
+
+/// RobustLT's logging passes (`train.log_passes`): train-mode forwards on x_adv (if any)
+/// and x after the update, kept only for their BatchNorm running-statistics updates.
+fn log_passes(model: &Classifier, x: &Tensor, x_adv: Option<&Tensor>) -> Result<()> {
+    for input in x_adv.into_iter().chain([x]) {
+        model.forward(&input.detach(), Mode::Train)?;
+    }
+    Ok(())
 }

@@ -240,10 +240,41 @@ fn awp_optimizer_proxy_keeps_the_proxy_passs_batchnorm_update() {
 }
 
 #[test]
+fn robustlt_log_passes_move_only_the_batchnorm_statistics() {
+    // RobustLT's accuracy log runs the model in train mode after each update: the
+    // weights are bit-identical with and without it, the running statistics are not.
+    let run = |log: bool| {
+        let cfg = preset(
+            "mnist-lt-pgd-at.toml",
+            &[
+                "data.limit=40",
+                "data.augment=false",
+                "train.epochs=1",
+                "train.milestones=[]",
+                &format!("train.log_passes={log}"),
+            ],
+        );
+        let dir = tempfile::tempdir().unwrap();
+        train(&cfg, &opts(dir.path()), &Device::Cpu).unwrap();
+        weights(&dir.path().join("checkpoint.safetensors"))
+    };
+    let (off, on) = (run(false), run(true));
+    let mut stats_differ = 0;
+    for ((name, a), (_, b)) in off.iter().zip(&on) {
+        if name.contains("running") {
+            stats_differ += usize::from(a != b);
+        } else if !name.contains("num_batches") {
+            assert_eq!(a, b, "{name}: the logging passes must not change the weights");
+        }
+    }
+    assert!(stats_differ > 0, "the logging passes update the running statistics");
+}
+
+#[test]
 fn every_new_objective_resumes_bit_for_bit() {
     for extra in [
         vec!["awp={ gamma = 0.01, from_epoch = 1 }"],
-        vec!["awp={ gamma = 0.005, proxy = \"optimizer\" }", "train.nesterov=true"],
+        vec!["awp={ gamma = 0.005, proxy = \"optimizer\" }", "train.nesterov=true", "train.log_passes=true"],
         vec!["train.mode=\"reat\"", "loss={ kind = \"logit-adjusted\", tau = 1.0 }"],
         vec!["train.mode=\"taet\"", "train.clean_epochs=1", "loss={ kind = \"ce\" }"],
         vec![
