@@ -142,7 +142,8 @@ fn single(a: &BenchArgs) -> Result<Value> {
     let batch = if step == "infer" { a.infer_batch } else { a.batch };
     let x = Tensor::rand(0f32, 1.0, (batch, c, h, w), &dev)?;
     let y = Tensor::from_vec((0..batch as u32).map(|i| i % 10).collect::<Vec<_>>(), batch, &dev)?;
-    let mut sgd = Sgd::new(m.store().trainable(""), 0.9, 2e-4);
+    let params = m.store().trainable("");
+    let mut sgd = Sgd::new(params.clone(), 0.9, 2e-4);
     let view = EvalModel(&m);
     let method = OBJECTIVES.contains(&step).then(|| objective_step(step, &dev)).transpose()?;
     let mut seed = 0u64;
@@ -153,7 +154,6 @@ fn single(a: &BenchArgs) -> Result<Value> {
             seed += 1;
             let ctx = StepContext { model: &m, loss, weights: None, seed, budget: None, start: None };
             let x_adv = objective.craft(&ctx, &x, &y)?;
-            let params = m.store().trainable("");
             let probe_start = Instant::now();
             let perturbation = awp
                 .as_ref()

@@ -9,6 +9,10 @@ use candle_core::{Device, Tensor};
 use robal_models::checkpoint::{import_pytorch, import_pytorch_with_normalization, map_reference_name};
 use robal_models::{Arch, Classifier, HeadConfig, Mode, ModelConfig};
 
+#[path = "../../../tests/fixtures/lowbias32.rs"]
+mod lowbias32;
+use lowbias32::{lowbias32, to_unit};
+
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
 }
@@ -184,20 +188,10 @@ fn set_normalization_changes_the_inputs_the_backbone_sees() {
     assert!(m.set_normalization(Some(bad)).is_err());
 }
 
-/// Chris Wellons' lowbias32 (the fixture script's `lowbias32`).
-fn lowbias32(mut x: u32) -> u32 {
-    x ^= x >> 16;
-    x = x.wrapping_mul(0x7feb_352d);
-    x ^= x >> 15;
-    x = x.wrapping_mul(0x846c_a68b);
-    x ^= x >> 16;
-    x
-}
-
 /// n values in [0, 1) of stream `stream` (the script's `hashed`).
 fn hashed(stream: u32, n: usize) -> Vec<f64> {
     let s = lowbias32(stream);
-    (0..n).map(|i| f64::from(lowbias32(s ^ i as u32) >> 8) / (1u32 << 24) as f64).collect()
+    (0..n).map(|i| to_unit(lowbias32(s ^ i as u32))).collect()
 }
 
 /// The value the script gives tensor `name` (its `fill`).

@@ -37,48 +37,44 @@ impl Sgd {
         for (name, var) in &self.params {
             let Some(g) = grads.get(var.as_tensor()) else { continue };
             let p = var.as_tensor();
-            if self.nesterov {
-                let g = (g.detach() + (p.detach() * self.weight_decay)?)?;
-                let v = match self.buffers.get(name) {
-                    Some(b) => ((b * self.momentum)? + &g)?,
-                    None => g.clone(),
-                };
-                var.set(&(p.detach() - ((&g + (&v * self.momentum)?)? * lr)?)?)?;
-                self.buffers.insert(name.clone(), v.detach());
-                continue;
+            if !self.nesterov {
+                if let Some(v) = self.buffers.get(name).filter(|v| in_place(&[p, g, v])) {
+                    v.inplace_op3(g, p, &Momentum { momentum: self.momentum, weight_decay: self.weight_decay })?;
+                    p.inplace_op2(v, &Descend { lr })?;
+                    continue;
+                }
             }
-            if let Some(v) = self.buffers.get(name).filter(|v| in_place(&[p, g, v])) {
-                v.inplace_op3(g, p, &Momentum { momentum: self.momentum, weight_decay: self.weight_decay })?;
-                p.inplace_op2(v, &Descend { lr })?;
-                continue;
-            }
-            // First step (v = g + wd p, a fresh tensor) or a device without the kernels.
-            let g = (g.detach() + (p.detach() * self.weight_decay)?)?;
-            let v = match self.buffers.get(name) {
-                Some(b) => ((b * self.momentum)? + g)?,
-                None => g,
-            };
-            if in_place(&[p, &v]) {
+            // Nesterov, the first step (v = g + wd p, a fresh tensor) or a device without
+            // the kernels.
+            let (v, step) = self.velocity_and_step(name, p, &g.detach())?;
+            if !self.nesterov && in_place(&[p, &v]) {
                 p.inplace_op2(&v, &Descend { lr })?;
             } else {
-                var.set(&(p.detach() - (&v * lr)?)?)?;
+                var.set(&(p.detach() - (step * lr)?)?)?;
             }
             self.buffers.insert(name.clone(), v.detach());
         }
         Ok(())
     }
 
-    /// The change p' - p that one [`Sgd::step`] with gradient `grad` would make to the
-    /// parameter `name` (value `p`), leaving the optimiser's state untouched:
-    /// g' = grad + wd p; v' = mu v + g' (v' = g' before the first step);
-    /// p' - p = -lr v', or -lr (g' + mu v') with Nesterov.
-    pub fn trial_update(&self, name: &str, p: &Tensor, grad: &Tensor, lr: f64) -> Result<Tensor> {
-        let g = (grad.detach() + (p.detach() * self.weight_decay)?)?;
+    /// The new momentum buffer v' and the step direction d of parameter `name` (value
+    /// `p`) for gradient `grad`: g' = grad + wd p; v' = mu v + g' (v' = g' before the
+    /// first step); d = v', or g' + mu v' with Nesterov. The update is p <- p - lr d.
+    fn velocity_and_step(&self, name: &str, p: &Tensor, grad: &Tensor) -> Result<(Tensor, Tensor)> {
+        let g = (grad + (p.detach() * self.weight_decay)?)?;
         let v = match self.buffers.get(name) {
             Some(b) => ((b * self.momentum)? + &g)?,
             None => g.clone(),
         };
-        let step = if self.nesterov { (&g + (&v * self.momentum)?)? } else { v };
+        let step = if self.nesterov { (&g + (&v * self.momentum)?)? } else { v.clone() };
+        Ok((v, step))
+    }
+
+    /// The change p' - p = -lr d that one [`Sgd::step`] with gradient `grad` would make
+    /// to the parameter `name` (value `p`), leaving the optimiser's state untouched
+    /// (d as in [`Sgd::step`]: the momentum buffer, or g' + mu v' with Nesterov).
+    pub fn trial_update(&self, name: &str, p: &Tensor, grad: &Tensor, lr: f64) -> Result<Tensor> {
+        let (_, step) = self.velocity_and_step(name, p, &grad.detach())?;
         Ok((step * -lr)?)
     }
 

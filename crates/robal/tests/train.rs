@@ -159,43 +159,51 @@ fn newer_methods_train_taet_reat_awp_class_budgets_and_augmentation_policies() {
     }
 }
 
-/// One training step (40 images, batch 32, drop_last) and the saved checkpoint.
-fn one_step(mode: &str, passes: &str) -> Vec<(String, Vec<u32>)> {
-    let cfg = preset(
-        "mnist-lt-robal.toml",
-        &[
-            "data.limit=40",
-            "data.augment=false",
-            "train.epochs=1",
-            "train.milestones=[]",
-            &format!("train.mode=\"{mode}\""),
-            &format!("train.bn_passes=\"{passes}\""),
-        ],
-    );
+/// One training step of `preset_name` (40 images, batch 32, drop_last, no augmentation)
+/// with `overrides`, and the saved checkpoint.
+fn one_step(preset_name: &str, overrides: &[&str]) -> Vec<(String, Vec<u32>)> {
+    let mut o = vec!["data.limit=40", "data.augment=false", "train.epochs=1", "train.milestones=[]"];
+    o.extend_from_slice(overrides);
+    let cfg = preset(preset_name, &o);
     let dir = tempfile::tempdir().unwrap();
     train(&cfg, &opts(dir.path()), &Device::Cpu).unwrap();
     weights(&dir.path().join("checkpoint.safetensors"))
 }
 
+/// How many BatchNorm running statistics differ between checkpoints `a` and `b`; every
+/// other tensor (but the batch counters) must agree: within `rel` of its largest entry,
+/// or bit for bit when `rel` is `None`.
+fn differing_statistics(a: &[(String, Vec<u32>)], b: &[(String, Vec<u32>)], rel: Option<f32>, what: &str) -> usize {
+    let mut differ = 0;
+    for ((name, a), (name_b, b)) in a.iter().zip(b) {
+        assert_eq!(name, name_b);
+        if name.contains("running") {
+            differ += usize::from(a != b);
+        } else if name.contains("num_batches") {
+            continue;
+        } else if let Some(rel) = rel {
+            let (a, b): (Vec<f32>, Vec<f32>) =
+                (a.iter().map(|&v| f32::from_bits(v)).collect(), b.iter().map(|&v| f32::from_bits(v)).collect());
+            let scale = a.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let diff = a.iter().zip(&b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+            assert!(diff <= rel * scale, "{what}: {name} must get the same update ({diff} of {scale})");
+        } else {
+            assert_eq!(a, b, "{what}: {name} must not change");
+        }
+    }
+    differ
+}
+
 #[test]
 fn reference_pass_order_moves_batchnorm_statistics_once_more_with_the_same_gradients() {
     for mode in ["robal", "trades"] {
-        let (minimal, reference) = (one_step(mode, "minimal"), one_step(mode, "reference"));
-        let mut stats_differ = 0;
-        for ((name, a), (name_b, b)) in minimal.iter().zip(&reference) {
-            assert_eq!(name, name_b);
-            if name.contains("running") {
-                stats_differ += usize::from(a != b);
-            } else if !name.contains("num_batches") {
-                // Same gradient up to float32 summation order (the KL term's path
-                // through the graph is another node): within 1e-5 of the tensor's scale.
-                let (a, b): (Vec<f32>, Vec<f32>) =
-                    (a.iter().map(|&v| f32::from_bits(v)).collect(), b.iter().map(|&v| f32::from_bits(v)).collect());
-                let scale = a.iter().fold(0f32, |m, v| m.max(v.abs()));
-                let diff = a.iter().zip(&b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-                assert!(diff <= 1e-5 * scale, "{mode}: {name} must get the same update ({diff} of {scale})");
-            }
-        }
+        let run = |passes: &str| {
+            let (mode, passes) = (format!("train.mode=\"{mode}\""), format!("train.bn_passes=\"{passes}\""));
+            one_step("mnist-lt-robal.toml", &[&mode, &passes])
+        };
+        // Same gradient up to float32 summation order (the KL term's path through the
+        // graph is another node): within 1e-5 of the tensor's scale.
+        let stats_differ = differing_statistics(&run("minimal"), &run("reference"), Some(1e-5), mode);
         assert!(stats_differ > 0, "{mode}: the extra pass updates the running statistics");
     }
 }
@@ -207,35 +215,10 @@ fn awp_optimizer_proxy_keeps_the_proxy_passs_batchnorm_update() {
     // scaling) and only the running statistics tell the two apart, RobustLT's proxy pass
     // having run on the model itself.
     let run = |proxy: &str| {
-        let cfg = preset(
-            "mnist-lt-pgd-at.toml",
-            &[
-                "data.limit=40",
-                "data.augment=false",
-                "train.epochs=1",
-                "train.milestones=[]",
-                "train.momentum=0.0",
-                "train.weight_decay=0.0",
-                &format!("awp={{ gamma = 0.01, proxy = \"{proxy}\" }}"),
-            ],
-        );
-        let dir = tempfile::tempdir().unwrap();
-        train(&cfg, &opts(dir.path()), &Device::Cpu).unwrap();
-        weights(&dir.path().join("checkpoint.safetensors"))
+        let awp = format!("awp={{ gamma = 0.01, proxy = \"{proxy}\" }}");
+        one_step("mnist-lt-pgd-at.toml", &["train.momentum=0.0", "train.weight_decay=0.0", &awp])
     };
-    let (gradient, optimizer) = (run("gradient"), run("optimizer"));
-    let mut stats_differ = 0;
-    for ((name, a), (_, b)) in gradient.iter().zip(&optimizer) {
-        if name.contains("running") {
-            stats_differ += usize::from(a != b);
-        } else if !name.contains("num_batches") {
-            let (a, b): (Vec<f32>, Vec<f32>) =
-                (a.iter().map(|&v| f32::from_bits(v)).collect(), b.iter().map(|&v| f32::from_bits(v)).collect());
-            let scale = a.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let diff = a.iter().zip(&b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-            assert!(diff <= 1e-5 * scale, "{name}: same step expected ({diff} of {scale})");
-        }
-    }
+    let stats_differ = differing_statistics(&run("gradient"), &run("optimizer"), Some(1e-5), "awp proxies");
     assert!(stats_differ > 0, "the optimizer proxy keeps its pass's BatchNorm update");
 }
 
@@ -243,30 +226,8 @@ fn awp_optimizer_proxy_keeps_the_proxy_passs_batchnorm_update() {
 fn robustlt_log_passes_move_only_the_batchnorm_statistics() {
     // RobustLT's accuracy log runs the model in train mode after each update: the
     // weights are bit-identical with and without it, the running statistics are not.
-    let run = |log: bool| {
-        let cfg = preset(
-            "mnist-lt-pgd-at.toml",
-            &[
-                "data.limit=40",
-                "data.augment=false",
-                "train.epochs=1",
-                "train.milestones=[]",
-                &format!("train.log_passes={log}"),
-            ],
-        );
-        let dir = tempfile::tempdir().unwrap();
-        train(&cfg, &opts(dir.path()), &Device::Cpu).unwrap();
-        weights(&dir.path().join("checkpoint.safetensors"))
-    };
-    let (off, on) = (run(false), run(true));
-    let mut stats_differ = 0;
-    for ((name, a), (_, b)) in off.iter().zip(&on) {
-        if name.contains("running") {
-            stats_differ += usize::from(a != b);
-        } else if !name.contains("num_batches") {
-            assert_eq!(a, b, "{name}: the logging passes must not change the weights");
-        }
-    }
+    let run = |log: bool| one_step("mnist-lt-pgd-at.toml", &[&format!("train.log_passes={log}")]);
+    let stats_differ = differing_statistics(&run(false), &run(true), None, "log passes");
     assert!(stats_differ > 0, "the logging passes update the running statistics");
 }
 

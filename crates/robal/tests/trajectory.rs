@@ -29,6 +29,10 @@ use robal_data::{Cifar, Dataset, Profile};
 use robal_models::checkpoint::{import_pytorch, map_reference_name};
 use robal_models::{Classifier, ModelConfig};
 
+#[path = "../../../tests/fixtures/lowbias32.rs"]
+mod lowbias32;
+use lowbias32::{lowbias32, to_unit};
+
 const STEPS: usize = 10;
 const BATCH: usize = 32;
 const PROJECTIONS: usize = 8;
@@ -55,19 +59,9 @@ fn shared_cifar(test: &str) -> Option<PathBuf> {
     }
 }
 
-/// Chris Wellons' lowbias32 integer hash (the fixture script's `lowbias32`).
-fn lowbias32(mut x: u32) -> u32 {
-    x ^= x >> 16;
-    x = x.wrapping_mul(0x7feb_352d);
-    x ^= x >> 15;
-    x = x.wrapping_mul(0x846c_a68b);
-    x ^= x >> 16;
-    x
-}
-
 /// Value i of stream `stream` in [0, 1): (lowbias32((stream << 20) | i) >> 8) / 2^24.
 fn unit(stream: u32, i: usize) -> f64 {
-    f64::from(lowbias32((stream << 20) | i as u32) >> 8) / (1u32 << 24) as f64
+    to_unit(lowbias32((stream << 20) | i as u32))
 }
 
 /// The step's attack start (f64), as the script draws it: x + eps U\[0, 1) (the reference's

@@ -79,46 +79,40 @@ impl Geometry {
         (GROUP_COLS / self.pixels_out().max(1)).clamp(1, self.n.max(1))
     }
 
-    /// The staged image's row length (the padded row) and where each of its `stride`
-    /// phases starts in it (see [`Self::stage`]).
-    fn staged_row(&self) -> (usize, Vec<usize>) {
-        let (s, wp) = (self.stride, self.w + 2 * self.pad);
-        let mut starts = Vec::with_capacity(s);
+    /// How [`Self::stage`] lays the image out.
+    fn staging(&self) -> Staging {
+        let (s, p, w) = (self.stride, self.pad, self.w);
+        let row = w + 2 * p;
+        let (mut starts, mut interior) = (Vec::with_capacity(s), Vec::with_capacity(s));
         let mut at = 0;
         for q in 0..s {
             starts.push(at);
-            at += wp.saturating_sub(q).div_ceil(s);
+            // Padded column q + t s holds image column q + t s - p: the image's columns
+            // in phase q start at the first t with q + t s >= p.
+            let t0 = p.saturating_sub(q).div_ceil(s);
+            let first = q + t0 * s - p;
+            if first < w {
+                interior.push((at + t0, first));
+            }
+            at += row.saturating_sub(q).div_ceil(s);
         }
-        (wp, starts)
+        let plane = (self.h + 2 * p) * row;
+        Staging { row, plane, len: self.c * plane, starts, interior }
     }
 
-    /// Entries of the staged image: C (H + 2p) (W + 2p).
-    fn staged_len(&self) -> usize {
-        self.c * (self.h + 2 * self.pad) * (self.w + 2 * self.pad)
-    }
-
-    /// The image as the gathers read it, into `out` ([`Self::staged_len`] entries): `pre`
-    /// applied once per pixel, the zero padding written out, and each padded row split
-    /// into its `stride` phases (columns q, q + s, q + 2s, ... stored together). Every
-    /// row of the column matrix then reads, for each output row, one contiguous run of
-    /// `wo` entries: padded column v s + j is entry j / s + v of phase j % s.
-    fn stage(&self, x: &[f32], pre: Option<&Affine>, out: &mut [f32]) {
-        let (s, p, w) = (self.stride, self.pad, self.w);
-        let (wp, starts) = self.staged_row();
-        let plane = (self.h + 2 * p) * wp;
+    /// The image as the gathers read it, into `out` (`l.len` entries): `pre` applied once
+    /// per pixel, the zero padding written out, and each padded row split into its
+    /// `stride` phases (columns q, q + s, q + 2s, ... stored together). Every row of the
+    /// column matrix then reads, for each output row, one contiguous run of `wo`
+    /// entries: padded column v s + j is entry j / s + v of phase j % s.
+    fn stage(&self, x: &[f32], pre: Option<&Affine>, l: &Staging, out: &mut [f32]) {
+        let (s, w) = (self.stride, self.w);
         out.fill(0.0);
-        for (c, (src, dst)) in x.chunks_exact(self.h * w).zip(out.chunks_exact_mut(plane)).enumerate() {
+        for (c, (src, dst)) in x.chunks_exact(self.h * w).zip(out.chunks_exact_mut(l.plane)).enumerate() {
             let (a, b) = pre.map_or((1.0, 0.0), |f| (f.a[c], f.b[c]));
-            for (row, staged) in src.chunks_exact(w).zip(dst.chunks_exact_mut(wp).skip(p)) {
-                // Padded column q' + t s of phase q' holds image column q' + t s - p: the
-                // image columns of phase q' start at the first t with q' + t s >= p.
-                for (q, &at) in starts.iter().enumerate() {
-                    let t0 = p.saturating_sub(q).div_ceil(s);
-                    let first = q + t0 * s - p;
-                    if first >= w {
-                        continue;
-                    }
-                    let runs = staged[at + t0..].iter_mut().zip(row[first..].iter().step_by(s));
+            for (row, staged) in src.chunks_exact(w).zip(dst.chunks_exact_mut(l.row).skip(self.pad)) {
+                for &(at, first) in &l.interior {
+                    let runs = staged[at..].iter_mut().zip(row[first..].iter().step_by(s));
                     match pre {
                         Some(f) => runs.for_each(|(o, &v)| *o = f.apply(a, b, v)),
                         None => runs.for_each(|(o, &v)| *o = v),
@@ -126,6 +120,14 @@ impl Geometry {
                 }
             }
         }
+    }
+
+    /// Where row (c, i, j) of the column matrix starts reading in the staged image: the
+    /// first of its `ho` runs, the others `stride` padded rows apart.
+    fn run_start(&self, l: &Staging, r: usize) -> usize {
+        let k = self.k;
+        let (c, i, j) = (r / (k * k), r / k % k, r % k);
+        c * l.plane + i * l.row + l.starts[j % self.stride] + j / self.stride
     }
 
     /// col(pre(x_n)) into the first `pixels_out` columns of `col`, a matrix whose rows
@@ -138,19 +140,17 @@ impl Geometry {
     /// per pixel rather than per column entry, padding and strides laid out so that
     /// each output row is one contiguous copy without bounds cases).
     pub(super) fn im2col(&self, x: &[f32], col: &mut [f32], pre: Option<&Affine>, ld: usize) {
-        let (k, s, wo) = (self.k, self.stride, self.wo);
-        let (wp, starts) = self.staged_row();
-        let plane = (self.h + 2 * self.pad) * wp;
+        let (wo, jump) = (self.wo, self.stride * (self.w + 2 * self.pad));
+        let l = self.staging();
         STAGED.with(|buf| {
             let mut buf = buf.borrow_mut();
-            buf.resize(self.staged_len(), 0.0);
-            self.stage(x, pre, &mut buf);
+            buf.resize(l.len, 0.0);
+            self.stage(x, pre, &l, &mut buf);
             for r in 0..self.col_rows() {
-                let (c, i, j) = (r / (k * k), r / k % k, r % k);
-                let at = c * plane + i * wp + starts[j % s] + j / s;
+                let at = self.run_start(&l, r);
                 let dst = &mut col[r * ld..r * ld + self.pixels_out()];
                 for (u, out) in dst.chunks_exact_mut(wo).enumerate() {
-                    let from = at + u * s * wp;
+                    let from = at + u * jump;
                     copy_run(out, &buf[from..from + wo]);
                 }
             }
@@ -162,36 +162,44 @@ impl Geometry {
     /// the runs are added onto a zeroed staged image, whose interior is then written
     /// back to `dx` in image order (the padding's share is dropped).
     pub(super) fn col2im(&self, dcol: &[f32], dx: &mut [f32], ld: usize) {
-        let (k, s, p, w, wo) = (self.k, self.stride, self.pad, self.w, self.wo);
-        let (wp, starts) = self.staged_row();
-        let plane = (self.h + 2 * p) * wp;
+        let (s, w, wo, jump) = (self.stride, self.w, self.wo, self.stride * (self.w + 2 * self.pad));
+        let l = self.staging();
         STAGED.with(|buf| {
             let mut buf = buf.borrow_mut();
-            buf.resize(self.staged_len(), 0.0);
+            buf.resize(l.len, 0.0);
             buf.fill(0.0);
             for r in 0..self.col_rows() {
-                let (c, i, j) = (r / (k * k), r / k % k, r % k);
-                let at = c * plane + i * wp + starts[j % s] + j / s;
+                let at = self.run_start(&l, r);
                 let src = &dcol[r * ld..r * ld + self.pixels_out()];
                 for (u, d) in src.chunks_exact(wo).enumerate() {
-                    let to = at + u * s * wp;
+                    let to = at + u * jump;
                     add_run(&mut buf[to..to + wo], d);
                 }
             }
-            for (staged, img) in buf.chunks_exact(plane).zip(dx.chunks_exact_mut(self.h * w)) {
-                for (srow, row) in staged.chunks_exact(wp).skip(p).zip(img.chunks_exact_mut(w)) {
-                    for (q, &at) in starts.iter().enumerate() {
-                        let t0 = p.saturating_sub(q).div_ceil(s);
-                        let first = q + t0 * s - p;
-                        if first >= w {
-                            continue;
-                        }
-                        row[first..].iter_mut().step_by(s).zip(&srow[at + t0..]).for_each(|(o, &v)| *o = v);
+            for (staged, img) in buf.chunks_exact(l.plane).zip(dx.chunks_exact_mut(self.h * w)) {
+                for (srow, row) in staged.chunks_exact(l.row).skip(self.pad).zip(img.chunks_exact_mut(w)) {
+                    for &(at, first) in &l.interior {
+                        row[first..].iter_mut().step_by(s).zip(&srow[at..]).for_each(|(o, &v)| *o = v);
                     }
                 }
             }
         });
     }
+}
+
+/// The layout of a staged image ([`Geometry::stage`]), computed once per call.
+struct Staging {
+    /// Entries of a padded row, W + 2p.
+    row: usize,
+    /// Entries of a padded channel, (H + 2p) (W + 2p).
+    plane: usize,
+    /// Entries of the staged image, C (H + 2p) (W + 2p).
+    len: usize,
+    /// Where each of the `stride` phases starts within a padded row.
+    starts: Vec<usize>,
+    /// For each phase that holds image columns: where, within the padded row, its first
+    /// image column sits, and which image column that is (the rest follow `stride` apart).
+    interior: Vec<(usize, usize)>,
 }
 
 /// dst = src for the short runs of im2col (an output row, often 7-28 entries): an

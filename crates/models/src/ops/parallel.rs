@@ -12,16 +12,16 @@ pub(super) fn per_image(
     scratch: usize,
     body: impl Fn(usize, &mut [f32], &mut [f32], usize) + Sync,
 ) {
-    let threads = rayon::current_num_threads();
-    let n = out.len().div_ceil(chunk.max(1));
+    let (threads, chunk) = (rayon::current_num_threads(), chunk.max(1));
+    let n = out.len().div_ceil(chunk);
     if n >= threads || threads == 1 {
         // One contiguous run of ceil(n / threads) chunks per thread, with one scratch
         // buffer each. (Not `with_min_len(ceil(n / threads))` on the chunks: rayon then
         // refuses to split an odd count in two, and an odd batch ran on one thread.)
-        let per = n.div_ceil(threads);
-        out.par_chunks_mut(chunk.max(1) * per).enumerate().for_each(|(t, run)| {
+        let per = n.div_ceil(threads).max(1);
+        out.par_chunks_mut(chunk * per).enumerate().for_each(|(t, run)| {
             let mut buf = uninit_vec(scratch);
-            for (k, o) in run.chunks_mut(chunk.max(1)).enumerate() {
+            for (k, o) in run.chunks_mut(chunk).enumerate() {
                 body(t * per + k, o, &mut buf, 1);
             }
         });

@@ -143,15 +143,13 @@ pub fn probe(
     sgd: &Sgd,
     lr: f64,
 ) -> Result<WeightPerturbation> {
-    let bn = snapshot_buffers(ctx.model)?;
+    let keep_statistics = awp.proxy == AwpProxy::Gradient;
+    let bn = keep_statistics.then(|| snapshot_buffers(ctx.model)).transpose()?;
     let at_w = method.outer(ctx, x, y, x_adv)?;
-    let optimizer = match awp.proxy {
-        AwpProxy::Gradient => {
-            restore_buffers(bn)?;
-            None
-        }
-        AwpProxy::Optimizer => Some((sgd, lr)),
-    };
+    if let Some(bn) = bn {
+        restore_buffers(bn)?;
+    }
+    let optimizer = (awp.proxy == AwpProxy::Optimizer).then_some((sgd, lr));
     WeightPerturbation::apply(params, &at_w.loss, awp.gamma, optimizer)
 }
 
