@@ -43,11 +43,16 @@ enum DataCommand {
     },
     /// Print class names, counts, prior and shot groups of a data set.
     Info {
-        /// `mnist-lt`, `cifar10:PATH` or `cifar100:PATH` (folder, archive or batch file).
+        /// `mnist-lt`, `fashion-mnist-lt[:DIR]` (default DIR: Debian's
+        /// /usr/share/datasets/fashion-mnist), `cifar10:PATH` or `cifar100:PATH`
+        /// (folder, archive or batch file).
         name: String,
         /// Which split.
         #[arg(long, default_value = "train")]
         split: String,
+        /// Imbalance ratio n_min/n_max of fashion-mnist-lt's exp long tail.
+        #[arg(long, default_value_t = 0.02)]
+        ratio: f64,
     },
 }
 
@@ -70,7 +75,7 @@ pub fn run(args: DataArgs) -> Result<()> {
         DataCommand::Cifar100(a) => fetch_cifar(Cifar::Cifar100, a),
         DataCommand::TinyImagenet { url, dir } => fetch_tiny_imagenet(&url, &dir),
         DataCommand::BuildEmbedded { from, out } => build_embedded(&from, &out),
-        DataCommand::Info { name, split } => info(&name, &split),
+        DataCommand::Info { name, split, ratio } => info(&name, &split, ratio),
     }
 }
 
@@ -111,7 +116,7 @@ fn read_digit(path: &Path) -> Result<Vec<[u8; 784]>> {
         .get("data")
         .and_then(|d| d.as_array())
         .with_context(|| format!("{}: expected an object with a `data` array", path.display()))?;
-    if values.len() % 784 != 0 {
+    if !values.len().is_multiple_of(784) {
         bail!("{}: {} values is not a whole number of 28x28 images", path.display(), values.len());
     }
     let mut images = Vec::with_capacity(values.len() / 784);
@@ -145,22 +150,33 @@ fn build_embedded(from: &Path, out: &Path) -> Result<()> {
     Ok(())
 }
 
-fn load(name: &str, split: Split) -> Result<ImageSet> {
-    Ok(match name.split_once(':') {
-        None => robal_data::load_embedded(name, split)?,
-        Some(("cifar10", p)) => robal_data::cifar::read(p, Cifar::Cifar10, split)?,
-        Some(("cifar100", p)) => robal_data::cifar::read(p, Cifar::Cifar100, split)?,
-        Some((k, _)) => bail!("unknown data set kind {k:?}: expected mnist-lt, cifar10:PATH or cifar100:PATH"),
+fn load(name: &str, split: Split, ratio: f64) -> Result<ImageSet> {
+    Ok(match name.split_once(':').unwrap_or((name, "")) {
+        ("fashion-mnist-lt", dir) => {
+            let dir = if dir.is_empty() { robal_data::FASHION_MNIST_DIR } else { dir };
+            let (train, test) = robal_data::fashion_mnist_lt(Path::new(dir), robal_data::Profile::Exp { ratio })?;
+            if split == Split::Train {
+                train
+            } else {
+                test
+            }
+        }
+        (_, "") => robal_data::load_embedded(name, split)?,
+        ("cifar10", p) => robal_data::cifar::read(p, Cifar::Cifar10, split)?,
+        ("cifar100", p) => robal_data::cifar::read(p, Cifar::Cifar100, split)?,
+        (k, _) => bail!(
+            "unknown data set kind {k:?}: expected mnist-lt, fashion-mnist-lt[:DIR], cifar10:PATH or cifar100:PATH"
+        ),
     })
 }
 
-fn info(name: &str, split: &str) -> Result<()> {
+fn info(name: &str, split: &str, ratio: f64) -> Result<()> {
     let split = match split {
         "train" => Split::Train,
         "test" => Split::Test,
         s => bail!("--split {s:?}: expected train or test"),
     };
-    let set = load(name, split)?;
+    let set = load(name, split, ratio)?;
     let classes = set.classes();
     let prior = classes.prior();
     let counts = set.label_counts();

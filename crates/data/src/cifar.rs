@@ -279,7 +279,7 @@ pub(crate) fn parse_records(
     labels: &mut Vec<u32>,
 ) -> Result<usize> {
     let rl = layout.record_len();
-    if bytes.len() % rl != 0 || bytes.is_empty() {
+    if !bytes.len().is_multiple_of(rl) || bytes.is_empty() {
         return Err(DataError::Truncated {
             path: path.to_path_buf(),
             len: bytes.len() as u64,

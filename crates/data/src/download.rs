@@ -88,7 +88,7 @@ fn members_complete(dir: &Path, spec: &ArchiveSpec) -> Result<()> {
             path: path.clone(),
             hint: format!("the archive {} lacks this member", spec.archive_name),
         })?;
-        if meta.len() == 0 || meta.len() % *record_len as u64 != 0 {
+        if meta.len() == 0 || !meta.len().is_multiple_of(*record_len as u64) {
             return Err(DataError::Truncated {
                 path,
                 len: meta.len(),

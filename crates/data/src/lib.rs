@@ -10,6 +10,8 @@
 //! - [`imagenet_lt`]: ImageNet-LT split files over an image root;
 //! - [`tiny_imagenet`]: Tiny-ImageNet (folder layout or `.npz` repack) for Tiny-ImageNet-LT;
 //! - [`embedded`]: the compiled-in default set `mnist-lt`;
+//! - [`idx`]: the IDX format of MNIST / Fashion-MNIST / KMNIST / EMNIST (raw or gzipped)
+//!   and the full-scale `fashion-mnist-lt` set;
 //! - [`loader`]: the threaded batch pipeline producing candle tensors;
 //! - [`augment`]: AutoAugment, RandAugment and TrivialAugment as torchvision defines them;
 //! - [`meta`]: class names, counts, prior pi and shot groups;
@@ -34,6 +36,7 @@ pub mod dataset;
 pub mod download;
 pub mod embedded;
 pub mod error;
+pub mod idx;
 pub mod imagenet_lt;
 pub mod loader;
 pub mod longtail;
@@ -47,6 +50,7 @@ pub use cifar::{Cifar, Split};
 pub use dataset::{AugmentRng, Dataset, ImageSet, ImageShape, PadCropFlip};
 pub use embedded::{load_embedded, MNIST_LT};
 pub use error::{DataError, Result};
+pub use idx::{fashion_mnist_lt, IdxArray, FASHION_MNIST_DIR};
 pub use imagenet_lt::{CropConfig, ImageNetLt};
 pub use loader::{Batch, Batches, Loader, LoaderConfig, Sampler};
 pub use longtail::{long_tailed, select, Profile, Selection};

@@ -73,4 +73,33 @@ proptest! {
         let e = tiny_imagenet::read_npz(&p, 200).unwrap_err().to_string();
         prop_assert!(e.contains("train.npz"), "{}", e);
     }
+
+    #[test]
+    fn idx_files_of_any_bytes_read_or_fail_cleanly(
+        body in proptest::collection::vec(any::<u8>(), 0..600),
+        dims in proptest::collection::vec(0u32..12, 0..4),
+        header in any::<bool>(),
+        gzip in any::<bool>(),
+    ) {
+        // Half the cases start with a well-formed header, so the body checks are reached.
+        let mut bytes = if header { vec![0, 0, 8, dims.len() as u8] } else { Vec::new() };
+        if header {
+            dims.iter().for_each(|d| bytes.extend_from_slice(&d.to_be_bytes()));
+        }
+        bytes.extend_from_slice(&body);
+        let bytes = if gzip {
+            use std::io::Write;
+            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            enc.write_all(&bytes).unwrap();
+            enc.finish().unwrap()
+        } else {
+            bytes
+        };
+        let tmp = tempfile::tempdir().unwrap();
+        let p = write(tmp.path(), "images-idx3-ubyte", &bytes);
+        match robal_data::idx::read(&p) {
+            Ok(a) => prop_assert_eq!(a.data.len(), a.dims.iter().product::<usize>()),
+            Err(e) => prop_assert!(e.to_string().contains("images-idx3-ubyte"), "{}", e),
+        }
+    }
 }
