@@ -99,7 +99,48 @@ pub struct EvalArgs {
     /// Evaluate part K of N of the test set (whole batches), writing shard-K-of-N.json for `cargo xtask merge`.
     #[arg(long, value_name = "K/N")]
     shard: Option<String>,
+    /// Move a report the output folder already holds from another evaluation aside (into
+    /// OUT/replaced-<time>/) instead of refusing.
+    #[arg(long)]
+    overwrite: bool,
 }
+
+/// What makes two evaluations the same: the model (its tensors' digest), the images,
+/// the attacks and their settings, the audit. Saved as `eval_spec.json` beside the report.
+fn spec_text(loaded: &robal_eval::LoadedModel, data_name: &str, images: usize, opts: &EvalOptions) -> Result<String> {
+    let digest = robal_models::checkpoint::read_metadata(&loaded.path)
+        .ok()
+        .and_then(|m| m.get(robal_models::checkpoint::DIGEST_KEY).cloned())
+        .or_else(|| {
+            let m = std::fs::metadata(&loaded.path).ok()?;
+            Some(format!("{} bytes, modified {:?}", m.len(), m.modified().ok()?))
+        });
+    Ok(serde_json::to_string_pretty(&serde_json::json!({
+        "checkpoint": loaded.path.display().to_string(),
+        "digest": digest,
+        "head": describe_head(&loaded.model),
+        "data": data_name,
+        "images": images,
+        "attacks": opts.attacks.iter().map(|a| a.token()).collect::<Vec<_>>(),
+        "settings": opts.settings,
+        "audit": opts.audit.map(|c| serde_json::json!({"threshold": c.threshold, "limit": c.limit})),
+        "batch": opts.batch,
+    }))?)
+}
+
+const SPEC_FILE: &str = "eval_spec.json";
+
+/// The report files `write_outputs` leaves in a folder (moved aside together).
+const REPORT_FILES: [&str; 8] = [
+    "report.json",
+    "report.md",
+    "model_info.json",
+    "per_class.svg",
+    "per_class.png",
+    "curves.svg",
+    "curves.png",
+    SPEC_FILE,
+];
 
 pub fn run(a: EvalArgs) -> Result<()> {
     let device = crate::train::device(&a.device)?;
@@ -182,6 +223,8 @@ pub fn run(a: EvalArgs) -> Result<()> {
         state: Some(StateFile { dir: out.clone(), every: Duration::from_secs_f64(a.state_every), resume: a.resume }),
     };
     std::fs::create_dir_all(&out).with_context(|| format!("creating the output folder {}", out.display()))?;
+    // One process at a time writes into a folder (a run folder or any --out).
+    let _lock = robal::RunDir::new(&out).lock("evaluation")?;
     println!(
         "evaluating {} ({}) on {}: {}",
         loaded.path.display(),
@@ -189,6 +232,38 @@ pub fn run(a: EvalArgs) -> Result<()> {
         data_name,
         opts.attacks.iter().map(|s| s.token()).collect::<Vec<_>>().join(", ")
     );
+    let spec = spec_text(&loaded, &data_name, test.len(), &opts)?;
+    if shard.is_whole() && out.join("report.json").is_file() {
+        let same = std::fs::read_to_string(out.join(SPEC_FILE)).is_ok_and(|s| s == spec);
+        if same && !a.overwrite {
+            let report = Report::load(&out.join("report.json"))?;
+            println!(
+                "{} already holds this evaluation (same model, images, attacks and settings): its report follows \
+                 (nothing recomputed; --overwrite redoes it)\n\n{}",
+                out.display(),
+                report.summary_table()
+            );
+            return Ok(());
+        }
+        anyhow::ensure!(
+            a.overwrite,
+            "{} already holds the report of another evaluation (another model, images, attacks or settings; \
+             its spec is {}).\nChoose one: --out another folder, or --overwrite to move that report aside \
+             (into {}/replaced-<time>/)",
+            out.display(),
+            out.join(SPEC_FILE).display(),
+            out.display()
+        );
+        let stamp =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let aside = out.join(format!("replaced-{stamp}"));
+        std::fs::create_dir_all(&aside).with_context(|| format!("creating {}", aside.display()))?;
+        for f in REPORT_FILES.iter().map(|f| out.join(f)).filter(|f| f.is_file()) {
+            let to = aside.join(f.file_name().unwrap_or_default());
+            std::fs::rename(&f, &to).with_context(|| format!("moving {} aside", f.display()))?;
+        }
+        println!("moved the previous report aside into {}", aside.display());
+    }
     let part = robal_eval::evaluate_part(&loaded.model, &test, &a.checkpoint, &data_name, &opts)?;
     if !shard.is_whole() {
         let path = out.join(shard.file_name());
@@ -205,7 +280,9 @@ pub fn run(a: EvalArgs) -> Result<()> {
         return Ok(());
     }
     let metrics = loaded.run_dir.as_ref().map(|d| d.join("metrics.jsonl"));
-    print_and_write(&part.report(), &out, metrics.as_deref(), a.no_audit)
+    print_and_write(&part.report(), &out, metrics.as_deref(), a.no_audit)?;
+    robal_data::write_atomic(&out.join(SPEC_FILE), spec.as_bytes())?;
+    Ok(())
 }
 
 fn print_and_write(report: &Report, out: &Path, metrics: Option<&Path>, no_audit: bool) -> Result<()> {
@@ -259,7 +336,8 @@ pub fn merge(mut a: MergeArgs) -> Result<()> {
 
 #[derive(Args)]
 pub struct ReportArgs {
-    /// Run folders (or report.json files) evaluated by `cargo xtask eval`.
+    /// Run folders (or report.json files) evaluated by `cargo xtask eval`; or one study plan
+    /// (PLAN.toml), whose runs are aggregated into OUT/report/.
     #[arg(required = true)]
     runs: Vec<PathBuf>,
     /// Output folder for comparison.md and the plots.
@@ -268,6 +346,12 @@ pub struct ReportArgs {
 }
 
 pub fn report(a: ReportArgs) -> Result<()> {
+    if let [plan] = a.runs.as_slice() {
+        if plan.extension().is_some_and(|e| e == "toml") {
+            let plan = crate::study::Plan::load(&crate::workspace::resolve(plan))?;
+            return crate::study::report(&plan);
+        }
+    }
     let paths: Vec<PathBuf> = a.runs.iter().map(|p| crate::workspace::resolve(p)).collect();
     let runs = robal_eval::compare::load_runs(&paths)?;
     println!("{}", robal_eval::compare::tables(&runs));

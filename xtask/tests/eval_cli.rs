@@ -254,3 +254,41 @@ fn reference_pytorch_checkpoint_is_evaluated_with_architecture_flags() {
     let err = failed(&out);
     assert!(err.contains("--tau-p"), "{err}");
 }
+
+/// An output folder holding a report: the same evaluation is reported (nothing
+/// recomputed), another one is refused naming the choices, and `--overwrite` moves the
+/// old report aside before writing the new one.
+#[test]
+fn a_folder_holding_a_report_is_reported_refused_or_moved_aside() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    ok(&xtask()
+        .args(["train", "--preset", "mnist-lt-pgd-at", "--epochs", "1", "--run-dir"])
+        .arg(&run)
+        .args(["--set", "data.limit=64", "--set", "attack.steps=1", "--set", "eval.limit=8"])
+        .output()
+        .unwrap());
+    let eval = |extra: &[&str]| {
+        let mut c = xtask();
+        c.arg("eval").arg(&run).args(["--attacks", "clean,pgd", "--steps", "2", "--no-audit"]).args(extra);
+        c.output().unwrap()
+    };
+    ok(&eval(&["--limit", "20"]));
+    let report = std::fs::read(run.join("report.json")).unwrap();
+    let again = ok(&eval(&["--limit", "20"]));
+    assert!(again.contains("already holds this evaluation") && again.contains("| pgd-2 |"), "{again}");
+    assert_eq!(std::fs::read(run.join("report.json")).unwrap(), report, "nothing recomputed");
+    let err = failed(&eval(&["--limit", "10"]));
+    assert!(err.contains("another evaluation") && err.contains("--overwrite"), "{err}");
+    assert_eq!(std::fs::read(run.join("report.json")).unwrap(), report, "a refused evaluation writes nothing");
+    ok(&eval(&["--limit", "10", "--overwrite"]));
+    assert_eq!(json(&run.join("report.json"))["images"], 10);
+    let aside: Vec<PathBuf> = std::fs::read_dir(&run)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("replaced-"))
+        .collect();
+    assert_eq!(aside.len(), 1);
+    assert_eq!(std::fs::read(aside[0].join("report.json")).unwrap(), report, "the old report is kept");
+}

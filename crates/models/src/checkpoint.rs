@@ -143,6 +143,29 @@ fn read_safetensors(path: &Path) -> Result<FileContents> {
     Ok((tensors.into_iter().collect(), meta, integrity))
 }
 
+/// The metadata of a safetensors file (`__metadata__` of its JSON header), read
+/// without loading its tensors; `robal.epoch` is the epoch of a checkpoint.
+pub fn read_metadata(path: &Path) -> Result<HashMap<String, String>> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(|e| ckpt_err(path, format!("cannot read: {e}")))?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).map_err(|e| ckpt_err(path, format!("no safetensors header: {e}")))?;
+    let len = u64::from_le_bytes(len);
+    // safetensors caps its header at 100 MB; a larger length is a damaged file.
+    if len > 100_000_000 {
+        return Err(ckpt_err(path, format!("header length {len} is not a safetensors header")));
+    }
+    let mut header = vec![0u8; len as usize];
+    f.read_exact(&mut header).map_err(|e| ckpt_err(path, format!("safetensors header cut short: {e}")))?;
+    let json: serde_json::Value =
+        serde_json::from_slice(&header).map_err(|e| ckpt_err(path, format!("safetensors header is not JSON: {e}")))?;
+    Ok(json
+        .get("__metadata__")
+        .and_then(|m| m.as_object())
+        .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
+        .unwrap_or_default())
+}
+
 /// Load a robal-rs checkpoint: rebuilds the model from its metadata, then loads
 /// every tensor (exact names and shapes required). A file whose `robal.sha256`
 /// does not match its tensors is an error naming it.

@@ -62,7 +62,7 @@ pub struct WideResNet {
 impl WideResNet {
     /// Build under `p`; `depth` must be 6n+4 (n >= 1), `widen` >= 1, `dropout` in [0, 1).
     pub fn new(p: &StorePath, in_channels: usize, depth: usize, widen: usize, drop: f64) -> Result<Self> {
-        if depth < 10 || (depth - 4) % 6 != 0 || widen == 0 {
+        if depth < 10 || !(depth - 4).is_multiple_of(6) || widen == 0 {
             return Err(invalid(
                 "WideResNet",
                 format!("depth {depth}, width {widen}: need depth = 6n+4 >= 10, width >= 1"),

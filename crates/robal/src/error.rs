@@ -41,6 +41,27 @@ pub enum TrainError {
         /// Why.
         reason: String,
     },
+    /// The run folder is locked by another process.
+    #[error("run folder {path} is in use: {holder}; wait for it to finish, stop it, or choose another --run-dir")]
+    Busy {
+        /// Run folder.
+        path: String,
+        /// Who holds it (pid, host, purpose, since when).
+        holder: String,
+    },
+    /// The run folder already holds a run and neither resuming nor replacing it was asked for.
+    #[error(
+        "run folder {path} already holds a run ({holds}){differences}.\nChoose one: --resume to continue it, \
+         another --run-dir, or --overwrite to move the old run aside (into {path}/replaced-<time>) and start over"
+    )]
+    RunExists {
+        /// Run folder.
+        path: String,
+        /// What it holds, e.g. "12 of 40 epochs done".
+        holds: String,
+        /// The config differences as text (empty when the configs are the same).
+        differences: String,
+    },
     /// Tensor errors.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),

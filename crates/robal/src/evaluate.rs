@@ -5,7 +5,7 @@ use candle_core::{Device, Tensor};
 use robal_attacks::{Attack, Model};
 use robal_data::{Dataset, ImageSet, Loader, LoaderConfig, ShotGroup};
 use robal_models::{Classifier, Mode};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 
@@ -18,15 +18,31 @@ impl Model for EvalModel<'_> {
     }
 }
 
-/// Accuracy overall, per class (recall) and per shot group.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+/// Accuracy overall, per class (recall) and per shot group. A class absent from the
+/// test images has recall NaN, written as JSON `null` and read back as NaN.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Accuracy {
     /// Overall accuracy.
+    #[serde(deserialize_with = "null_as_nan")]
     pub overall: f64,
     /// Recall of each class, in class order.
+    #[serde(deserialize_with = "nulls_as_nan")]
     pub per_class: Vec<f64>,
     /// Mean recall over the classes of each shot group (many, medium, few), if any.
+    #[serde(deserialize_with = "groups_null_as_nan")]
     pub groups: Vec<(String, f64)>,
+}
+
+fn null_as_nan<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
+fn nulls_as_nan<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error> {
+    Ok(Vec::<Option<f64>>::deserialize(d)?.into_iter().map(|v| v.unwrap_or(f64::NAN)).collect())
+}
+
+fn groups_null_as_nan<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<(String, f64)>, D::Error> {
+    Ok(Vec::<(String, Option<f64>)>::deserialize(d)?.into_iter().map(|(g, v)| (g, v.unwrap_or(f64::NAN))).collect())
 }
 
 impl Accuracy {
@@ -57,7 +73,7 @@ impl Accuracy {
 }
 
 /// Clean and PGD results on a test set.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct QuickEval {
     /// Images evaluated.
     pub images: usize,

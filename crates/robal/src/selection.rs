@@ -52,7 +52,7 @@ pub fn split_validation(train: ImageSet, fraction: f64, seed: u64) -> Result<(Im
 }
 
 /// Which epoch was kept, and on what.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
 pub struct SelectionReport {
     /// Epoch (1-based) of `best.safetensors`.
     pub epoch: usize,

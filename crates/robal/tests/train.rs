@@ -24,7 +24,7 @@ fn preset(name: &str, extra: &[&str]) -> TrainConfig {
 }
 
 fn opts(dir: &Path) -> RunOptions {
-    RunOptions { run_dir: dir.to_path_buf(), resume: false, progress: false, stop_after: None }
+    RunOptions { run_dir: dir.to_path_buf(), resume: false, progress: false, stop_after: None, overwrite: false }
 }
 
 fn weights(path: &Path) -> Vec<(String, Vec<u32>)> {

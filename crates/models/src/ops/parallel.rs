@@ -92,7 +92,7 @@ mod tests {
             pool.install(|| {
                 per_image(&mut out, 3, 1, |i, o, _, threads| {
                     assert_eq!(threads, 1, "one GEMM thread inside a parallel run");
-                    if i % n.div_ceil(2) == 0 {
+                    if i.is_multiple_of(n.div_ceil(2)) {
                         started.fetch_add(1, Ordering::SeqCst);
                         let deadline = Instant::now() + Duration::from_secs(10);
                         while started.load(Ordering::SeqCst) < 2 && Instant::now() < deadline {

@@ -227,7 +227,7 @@ fn grad_transform(dyi: &[f32], g: &Geometry, d: &mut [f32], ld: usize, t0: usize
                     continue;
                 }
                 for (v, &val) in img[u * wo..(u + 1) * wo].iter().enumerate() {
-                    if v % 2 == 0 {
+                    if v.is_multiple_of(2) {
                         even[v / 2] = val;
                     } else {
                         odd[v / 2] = val;
