@@ -28,6 +28,10 @@ pub enum DataName {
     /// robal-rs draws the images with the reference selection, not RobustLT's numpy Generator).
     #[serde(rename = "tiny-imagenet-lt-20")]
     TinyImagenetLt20,
+    /// Fashion-MNIST (Debian's `dataset-fashion-mnist`: 60,000 + 10,000 real 28x28
+    /// greyscale images) with an exp long tail from 6,000 per class (ratio 0.02: 16,796
+    /// images, 6,000 down to 120), tested on all 10,000 t10k images.
+    FashionMnistLt,
 }
 
 impl std::fmt::Display for DataName {
@@ -38,6 +42,7 @@ impl std::fmt::Display for DataName {
             DataName::Cifar100Lt => "cifar100-lt",
             DataName::TinyImagenetLt => "tiny-imagenet-lt",
             DataName::TinyImagenetLt20 => "tiny-imagenet-lt-20",
+            DataName::FashionMnistLt => "fashion-mnist-lt",
         })
     }
 }
@@ -125,14 +130,16 @@ pub enum InputNormalization {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
-    /// `mnist-lt` (embedded), `cifar10-lt`, `cifar100-lt`, `tiny-imagenet-lt` or
-    /// `tiny-imagenet-lt-20`.
+    /// `mnist-lt` (embedded), `cifar10-lt`, `cifar100-lt`, `tiny-imagenet-lt`,
+    /// `tiny-imagenet-lt-20` or `fashion-mnist-lt`.
     pub name: DataName,
     /// Folder holding the CIFAR archive or its extracted folder; for Tiny-ImageNet,
-    /// `train.npz` + `val.npz` or the `tiny-imagenet-200` folder.
-    #[serde(default = "default_data_dir")]
-    pub dir: String,
-    /// n_min / n_max of the long-tailed subset (CIFAR only).
+    /// `train.npz` + `val.npz` or the `tiny-imagenet-200` folder; for Fashion-MNIST the
+    /// four IDX files. Default: `data`, or for `fashion-mnist-lt` Debian's
+    /// `/usr/share/datasets/fashion-mnist` ([`DataConfig::dir`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dir: Option<String>,
+    /// n_min / n_max of the long-tailed subset (CIFAR, Tiny-ImageNet, Fashion-MNIST).
     #[serde(default = "default_ratio")]
     pub ratio: f64,
     /// `exp` or `step` (CIFAR only).
@@ -170,8 +177,16 @@ pub struct DataConfig {
     pub test_file: Option<String>,
 }
 
-fn default_data_dir() -> String {
-    "data".into()
+impl DataConfig {
+    /// The data folder: `dir` if set, else the data set's default (`data`; Debian's
+    /// [`robal_data::FASHION_MNIST_DIR`] for `fashion-mnist-lt`).
+    pub fn dir(&self) -> std::path::PathBuf {
+        match (&self.dir, self.name) {
+            (Some(d), _) => d.into(),
+            (None, DataName::FashionMnistLt) => robal_data::FASHION_MNIST_DIR.into(),
+            (None, _) => "data".into(),
+        }
+    }
 }
 fn default_ratio() -> f64 {
     0.02
@@ -265,6 +280,11 @@ pub struct TrainSection {
     /// Learning-rate decay factor.
     #[serde(default = "lr_gamma")]
     pub lr_gamma: f64,
+    /// How the lr follows `milestones`: `step` (lr gamma^(milestones <= epoch), epochs
+    /// 0-based) or `cumulative` (**quirk** of the RoBal reference code: the current lr is
+    /// multiplied every epoch, milestones counted from 1; [`crate::optim::cumulative_learning_rate`]).
+    #[serde(default, skip_serializing_if = "LrRule::is_step")]
+    pub lr_rule: LrRule,
     /// Linear warm-up epochs.
     #[serde(default)]
     pub warmup_epochs: usize,
@@ -304,6 +324,44 @@ pub struct TrainSection {
     /// HARL's weights of the class-mean loss, its variance and the squared shares (TAET).
     #[serde(default = "harl_weights")]
     pub harl_weights: [f64; 3],
+}
+
+/// How the learning rate follows the milestones.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LrRule {
+    /// lr gamma^(number of milestones <= epoch), epochs 0-based; linear warm-up
+    /// within the first `warmup_epochs` ([`crate::optim::learning_rate`]).
+    #[default]
+    Step,
+    /// **quirk** of the RoBal reference code: the current lr multiplied at the start
+    /// of every epoch by gamma^(milestones passed), epochs and milestones counted from 1
+    /// ([`crate::optim::cumulative_learning_rate`]).
+    Cumulative,
+}
+
+impl LrRule {
+    fn is_step(&self) -> bool {
+        *self == LrRule::Step
+    }
+}
+
+impl TrainSection {
+    /// The learning rate at 0-based `epoch`, fraction `t` in [0, 1) through it, under `lr_rule`.
+    pub fn learning_rate(&self, epoch: usize, t: f64) -> f64 {
+        match self.lr_rule {
+            LrRule::Step => {
+                crate::optim::learning_rate(self.lr, epoch, t, self.warmup_epochs, &self.milestones, self.lr_gamma)
+            }
+            LrRule::Cumulative => crate::optim::cumulative_learning_rate(
+                self.lr,
+                epoch,
+                self.warmup_epochs,
+                &self.milestones,
+                self.lr_gamma,
+            ),
+        }
+    }
 }
 
 fn harl_weights() -> [f64; 3] {
@@ -531,6 +589,36 @@ impl TrainConfig {
     /// The architecture.
     pub fn arch(&self) -> Result<Arch> {
         self.model.arch.parse().map_err(|e: robal_models::ModelError| invalid("model.arch", e.to_string()))
+    }
+
+    /// The reference-code quirks this config turns on, as `field = value` (empty for the
+    /// clean behaviour of our own presets).
+    pub fn quirks(&self) -> Vec<String> {
+        use crate::objective::{AwpProxy, BnPasses};
+        let mut q = Vec::new();
+        let mut on = |cond: bool, text: &str| {
+            if cond {
+                q.push(text.to_string());
+            }
+        };
+        on(self.train.lr_rule == LrRule::Cumulative, "train.lr_rule = \"cumulative\" (RoBal reference)");
+        on(self.train.bn_passes == BnPasses::Reference, "train.bn_passes = \"reference\" (reference pass order)");
+        on(self.train.log_passes, "train.log_passes = true (RobustLT's logging passes)");
+        on(
+            self.attack.random_start == Some(AttackStart::OneSided),
+            "attack.random_start = \"one-sided\" (RoBal reference)",
+        );
+        on(self.attack.batch_norm == AttackBatchNorm::Train, "attack.batch_norm = \"train\" (AT-AWP)");
+        on(
+            self.attack.class_budget.is_some_and(|b| b.shared_start),
+            "attack.class_budget.shared_start = true (RobustLT)",
+        );
+        on(self.awp.is_some_and(|a| a.proxy == AwpProxy::Optimizer), "awp.proxy = \"optimizer\" (RobustLT)");
+        if let Some(r) = &self.reat {
+            on(r.tail == crate::losses::TailReduction::Official, "reat.tail = \"official\" (REAT's code)");
+            on(!r.clamp_counts, "reat.clamp_counts = false (REAT's code)");
+        }
+        q
     }
 
     /// Check every field that serde cannot: ranges, names, and combinations.

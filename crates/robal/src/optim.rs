@@ -100,6 +100,24 @@ pub fn learning_rate(lr: f64, epoch: usize, t: f64, warmup: usize, milestones: &
     lr * gamma.powi(milestones.iter().filter(|&&m| epoch >= m).count() as i32)
 }
 
+/// **quirk** of the RoBal reference code's `adjust_learning_rate` (train.py), which runs
+/// at the start of every epoch e = 1, 2, ... (1-based) and multiplies the *current* lr:
+/// decay_e = gamma^(number of milestones m <= e), replaced by (e + 1) / warmup while
+/// e < warmup; lr_e = lr * prod_{k=1..e} decay_k. With milestones (60, 75) the lr is 0.1
+/// for e = 1..59, then 1e-2, 1e-3, 1e-4, ... one decade per epoch (two from 75): training
+/// in effect stops after ~62 epochs. Returns lr at 0-based `epoch` (= e - 1), constant
+/// through the epoch; `milestones` are the code's 1-based epoch numbers.
+pub fn cumulative_learning_rate(lr: f64, epoch: usize, warmup: usize, milestones: &[usize], gamma: f64) -> f64 {
+    (1..=epoch + 1).fold(lr, |lr, e| {
+        let decay = if e < warmup {
+            (e + 1) as f64 / warmup as f64
+        } else {
+            gamma.powi(milestones.iter().filter(|&&m| e >= m).count() as i32)
+        };
+        lr * decay
+    })
+}
+
 /// Whether the in-place CPU kernels serve these tensors: f32, contiguous, on the CPU,
 /// all of one shape.
 fn in_place(ts: &[&Tensor]) -> bool {

@@ -157,3 +157,92 @@ fn sgd_in_place_matches_the_rule_elementwise_and_restored_state_is_copied() {
     sgd.step(&(p.as_tensor() * &ct).unwrap().sum_all().unwrap(), lr).unwrap();
     assert_eq!(snapshot["w"].flatten_all().unwrap().to_vec1::<f32>().unwrap(), before);
 }
+
+/// The RoBal reference code's `adjust_learning_rate`, transcribed statement by statement
+/// (Adversarial_Long-Tail train.py:197-209 and its call at the top of every epoch of
+/// `for epoch in range(start_epoch, cfgs.epochs + 1)`):
+///
+/// ```python
+/// decay = 1.
+/// for epoch_d in lr_decline:
+///     if epoch >= epoch_d:
+///         decay *= 0.1
+/// if epoch < warmup_epochs:
+///     decay = (epoch + 1) / warmup_epochs
+/// for param_group in optimizer.param_groups:
+///     param_group['lr'] = param_group['lr'] * decay
+/// ```
+///
+/// Returns the lr each epoch trains with, indexed 0-based.
+fn reference_lr(lr: f64, epochs: usize, lr_decline: &[usize], warmup_epochs: usize) -> Vec<f64> {
+    let mut current = lr;
+    let mut out = Vec::new();
+    for epoch in 1..=epochs {
+        let mut decay = 1.0;
+        for &d in lr_decline {
+            if epoch >= d {
+                decay *= 0.1;
+            }
+        }
+        if epoch < warmup_epochs {
+            decay = (epoch + 1) as f64 / warmup_epochs as f64;
+        }
+        current *= decay;
+        out.push(current);
+    }
+    out
+}
+
+#[test]
+fn cumulative_presets_follow_the_reference_lr_rule_every_epoch() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+    let mut checked = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+        let cfg = TrainConfig::load(&entry.path(), &[]).unwrap();
+        let t = &cfg.train;
+        let expected = match t.lr_rule {
+            robal::config::LrRule::Cumulative => reference_lr(t.lr, t.epochs, &t.milestones, t.warmup_epochs),
+            // Our own rule: gamma^(milestones <= 0-based epoch), warm-up linear within epochs.
+            robal::config::LrRule::Step => (0..t.epochs)
+                .map(|e| {
+                    if e < t.warmup_epochs {
+                        t.lr * (e as f64 + 1e-9) / t.warmup_epochs as f64
+                    } else {
+                        t.lr * t.lr_gamma.powi(t.milestones.iter().filter(|&&m| e >= m).count() as i32)
+                    }
+                })
+                .collect(),
+        };
+        for (e, want) in expected.iter().enumerate() {
+            let got = t.learning_rate(e, 0.0);
+            assert!(
+                (got - want).abs() <= 1e-12 * want.abs().max(1e-300),
+                "{:?} epoch {e}: {got} vs {want}",
+                entry.path()
+            );
+        }
+        if t.lr_rule == robal::config::LrRule::Cumulative {
+            checked.push(entry.file_name().to_string_lossy().into_owned());
+        }
+    }
+    assert!(checked.len() >= 19, "{checked:?}");
+    let robal_n = TrainConfig::load(&dir.join("cifar10-lt-robal-n.toml"), &[]).unwrap().train;
+    assert!((0..59).all(|e| robal_n.learning_rate(e, 0.0) == 0.1));
+    assert!((robal_n.learning_rate(59, 0.0) - 0.01).abs() < 1e-15);
+    assert!((robal_n.learning_rate(60, 0.0) - 0.001).abs() < 1e-16);
+    assert!(
+        (robal_n.learning_rate(74, 0.5) / robal_n.learning_rate(73, 0.0) - 0.01).abs() < 1e-12,
+        "two decades at 75"
+    );
+}
+
+#[test]
+fn the_cumulative_rule_with_warm_up_matches_the_reference() {
+    // The focal baseline's warmup_epochs 5 under the reference rule: 0.1 x 2/5 x 3/5 x 4/5 x 5/5.
+    let want = reference_lr(0.1, 80, &[60, 75], 5);
+    assert!((want[3] - 0.0192).abs() < 1e-15 && (want[58] - 0.0192).abs() < 1e-15);
+    for (e, w) in want.iter().enumerate() {
+        let got = robal::optim::cumulative_learning_rate(0.1, e, 5, &[60, 75], 0.1);
+        assert!((got - w).abs() <= 1e-12 * w, "epoch {e}: {got} vs {w}");
+    }
+}
