@@ -4,6 +4,8 @@ mod bench;
 mod data;
 mod eval;
 mod gpu_check;
+mod preset;
+mod study;
 mod train;
 mod workspace;
 
@@ -27,14 +29,20 @@ struct Cli {
 enum Command {
     /// Download data sets, rebuild the embedded set, describe a data set.
     Data(data::DataArgs),
+    /// List presets, or show one resolved (config, quirks, learning-rate schedule).
+    Preset(preset::PresetArgs),
     /// Train a preset (default: RoBal on the embedded MNIST-LT) and evaluate it.
     Train(train::TrainArgs),
     /// Evaluate a checkpoint: attack suite, per-class metrics, robustness audit, report and plots.
     Eval(Box<eval::EvalArgs>),
     /// Combine the shard files of a `--shard K/N` evaluation into one report and audit.
     Merge(eval::MergeArgs),
-    /// Put several evaluated runs side by side (paper-style tables) and draw comparison plots.
+    /// Put several evaluated runs side by side (paper-style tables) and draw comparison plots;
+    /// given a study plan (.toml), aggregate its runs over seeds (mean ± sd) with plots.
     Report(eval::ReportArgs),
+    /// Run a study plan (presets x seeds, each trained and evaluated, resumable), here or as a
+    /// Slurm array job plus a merge job.
+    Study(study::StudyArgs),
     /// Images/s and peak memory of the attack, train and infer steps, beside PyTorch.
     Bench(bench::BenchArgs),
     /// Compare CUDA against the CPU (logits, input gradients, a training step, PGD-20), then bench.
@@ -44,10 +52,12 @@ enum Command {
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Data(args) => data::run(args),
+        Command::Preset(args) => preset::run(args),
         Command::Train(args) => train::run(args),
         Command::Eval(args) => eval::run(*args),
         Command::Merge(args) => eval::merge(args),
         Command::Report(args) => eval::report(args),
+        Command::Study(args) => study::run(args),
         Command::Bench(args) => bench::run(args),
         Command::GpuCheck(args) => gpu_check::run(args),
     }

@@ -24,9 +24,12 @@ pub struct TrainArgs {
     /// Run folder (default <workspace>/runs/<preset>).
     #[arg(long)]
     run_dir: Option<PathBuf>,
-    /// Continue an interrupted run from its last checkpoint.
-    #[arg(long)]
+    /// Continue the run the folder holds (interrupted or finished) from its last checkpoint.
+    #[arg(long, conflicts_with = "overwrite")]
     resume: bool,
+    /// Move the run the folder holds aside (into RUN_DIR/replaced-<time>/) and start over.
+    #[arg(long)]
+    overwrite: bool,
     /// Stop after this many epochs (the run can be resumed later).
     #[arg(long, hide = true)]
     stop_after: Option<usize>,
@@ -67,8 +70,21 @@ pub fn run(a: TrainArgs) -> Result<()> {
         cfg.train.epochs,
         run_dir.display()
     );
-    let opts = RunOptions { run_dir: run_dir.clone(), resume: a.resume, progress: true, stop_after: a.stop_after };
+    let opts = RunOptions {
+        run_dir: run_dir.clone(),
+        resume: a.resume,
+        progress: true,
+        stop_after: a.stop_after,
+        overwrite: a.overwrite,
+    };
     let summary = train(&cfg, &opts, &dev).with_context(|| format!("training {}", path.display()))?;
+    if summary.finished_before {
+        println!(
+            "{} already holds this run, finished: its recorded evaluation follows (nothing retrained; \
+             --overwrite starts over)",
+            run_dir.display()
+        );
+    }
     let e = &summary.eval;
     if let Some(sel) = &summary.selection {
         println!("\nkept epoch {} in best.safetensors: {} = {:.3}", sel.epoch, sel.criterion, sel.value);
@@ -82,6 +98,9 @@ pub fn run(a: TrainArgs) -> Result<()> {
     for (k, (c, p)) in e.clean.per_class.iter().zip(&e.pgd.per_class).enumerate() {
         println!("class {k:<4} {:>7.1}% {:>7.1}%", 100.0 * c, 100.0 * p);
     }
-    println!("\ntraining throughput {:.0} img/s; run folder {}", summary.img_per_s, summary.run_dir.display());
+    if !summary.finished_before {
+        println!("\ntraining throughput {:.0} img/s", summary.img_per_s);
+    }
+    println!("run folder {}", summary.run_dir.display());
     Ok(())
 }

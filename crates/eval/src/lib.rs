@@ -17,7 +17,9 @@
 //! - [`stats`]: the exact tests behind the audit's verdicts;
 //! - [`job`]: all of it for one checkpoint (what `cargo xtask eval` runs);
 //! - [`parts`]: resumable state, shards and their merge;
-//! - [`compare`]: several runs side by side (`cargo xtask report`).
+//! - [`compare`]: several runs side by side (`cargo xtask report`);
+//! - [`study`]: a study's runs aggregated over seeds (mean ± sd per method, class
+//!   group and class) with its plots.
 
 pub mod audit;
 pub mod compare;
@@ -32,6 +34,7 @@ mod progress;
 pub mod report;
 pub mod runtime;
 pub mod stats;
+pub mod study;
 pub mod suite;
 
 pub use audit::{audit, AuditConfig, AuditResult, Check, Flag, Verdict};

@@ -20,8 +20,19 @@ pub struct ClassSeries<'a> {
     pub values: &'a [f64],
 }
 
-const PALETTE: [RGBColor; 4] =
-    [RGBColor(66, 133, 244), RGBColor(219, 68, 55), RGBColor(15, 157, 88), RGBColor(244, 160, 0)];
+/// Series colours, in order (ten, for a study's methods).
+pub(crate) const PALETTE: [RGBColor; 10] = [
+    RGBColor(66, 133, 244),
+    RGBColor(219, 68, 55),
+    RGBColor(15, 157, 88),
+    RGBColor(244, 160, 0),
+    RGBColor(171, 71, 188),
+    RGBColor(0, 172, 193),
+    RGBColor(255, 112, 67),
+    RGBColor(158, 157, 36),
+    RGBColor(92, 107, 192),
+    RGBColor(0, 0, 0),
+];
 
 /// Grouped bars of per-class accuracy (left axis, %) with the training count per class
 /// as a black line on a log-scale right axis. Returns the SVG text.
@@ -180,13 +191,26 @@ fn panel<DB: DrawingBackend>(
 /// Training curves of a run as SVG text (two panels: loss; accuracies in %).
 pub fn training_curves_svg(title: &str, metrics_jsonl: &str) -> Result<String> {
     let (loss, acc) = curves_from_metrics(metrics_jsonl);
+    two_panels_svg(&format!("{title}: loss"), "loss", &loss, &format!("{title}: accuracy"), "accuracy (%)", &acc)
+}
+
+/// Two line-chart panels side by side against the epoch: (title, y label, curves)
+/// on the left and on the right. SVG text.
+pub fn two_panels_svg(
+    left_title: &str,
+    left_y: &str,
+    left: &[Curve],
+    right_title: &str,
+    right_y: &str,
+    right: &[Curve],
+) -> Result<String> {
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (1100, 420)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| plot_err("curves", e))?;
-        let (left, right) = root.split_horizontally(520);
-        panel(&left, &format!("{title}: loss"), "loss", &loss)?;
-        panel(&right, &format!("{title}: accuracy"), "accuracy (%)", &acc)?;
+        let (l, r) = root.split_horizontally(520);
+        panel(&l, left_title, left_y, left)?;
+        panel(&r, right_title, right_y, right)?;
         root.present().map_err(|e| plot_err("curves", e))?;
     }
     Ok(svg)

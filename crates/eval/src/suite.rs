@@ -291,7 +291,7 @@ pub fn run_suite_with(
             broken_by: Vec::new(),
         });
         let done = current.predicted.len();
-        if done > n || (done < n && done % batch != 0) {
+        if done > n || (done < n && !done.is_multiple_of(batch)) {
             return Err(resume_error(format!(
                 "the saved {} outcomes cover {done} of {n} images, not a whole number of batches of {batch}",
                 current.name

@@ -11,6 +11,7 @@
 //! - [`config`]: TOML presets (`configs/`) with `--set key=value` overrides;
 //! - [`train`](mod@train): the loop that runs an objective, with resumable
 //!   checkpoints, NaN guards, progress bars and a metrics file;
+//! - [`run_dir`]: a run folder's file names, its one-process lock and what it holds;
 //! - [`selection`]: a validation split held out of training and the best epoch on it;
 //! - [`evaluate`]: clean and PGD accuracy per class and shot group.
 
@@ -20,6 +21,7 @@ pub mod evaluate;
 pub mod losses;
 pub mod objective;
 pub mod optim;
+pub mod run_dir;
 pub mod selection;
 pub mod train;
 
@@ -28,4 +30,5 @@ pub use error::{Result, TrainError};
 pub use evaluate::{quick_eval, Accuracy, EvalModel, QuickEval};
 pub use losses::{LossConfig, TrainLoss};
 pub use optim::Sgd;
+pub use run_dir::{RunDir, RunLock, RunState};
 pub use train::{train, RunOptions, RunSummary};

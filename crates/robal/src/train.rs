@@ -30,7 +30,10 @@ use crate::error::{Result, TrainError};
 use crate::evaluate::{quick_eval, QuickEval};
 use crate::losses::TrainLoss;
 use crate::objective::{self, awp, InnerAttack, InnerLoss, Method, Objective, Plain, StepContext};
-use crate::optim::{learning_rate, Sgd};
+use crate::optim::Sgd;
+use crate::run_dir::{
+    config_differences, RunDir, RunState, CHECKPOINT_FILE, METRICS_FILE, MODEL_FILE, TRAIN_EVAL_FILE,
+};
 use crate::selection::{split_validation, BestModel, SelectionReport, BEST_FILE};
 
 /// Load the training, validation (if `data.validation` > 0) and test splits a config names.
@@ -50,9 +53,10 @@ pub fn load_data(cfg: &TrainConfig) -> Result<(ImageSet, ImageSet)> {
     };
     let (train, test) = match cfg.data.name {
         DataName::MnistLt => (load_embedded("mnist-lt", Split::Train)?, load_embedded("mnist-lt", Split::Test)?),
+        DataName::FashionMnistLt => robal_data::fashion_mnist_lt(&cfg.data.dir(), profile)?,
         DataName::TinyImagenetLt | DataName::TinyImagenetLt20 => {
             let (mut full, mut test) =
-                (tiny_imagenet::read(&cfg.data.dir, Split::Train)?, tiny_imagenet::read(&cfg.data.dir, Split::Test)?);
+                (tiny_imagenet::read(cfg.data.dir(), Split::Train)?, tiny_imagenet::read(cfg.data.dir(), Split::Test)?);
             if cfg.data.name == DataName::TinyImagenetLt20 {
                 (full, test) = (tiny_imagenet::first_classes(&full, 20)?, tiny_imagenet::first_classes(&test, 20)?);
             }
@@ -64,7 +68,7 @@ pub fn load_data(cfg: &TrainConfig) -> Result<(ImageSet, ImageSet)> {
             let kind = if name == DataName::Cifar10Lt { Cifar::Cifar10 } else { Cifar::Cifar100 };
             let read = |file: &Option<String>, split| match file {
                 Some(f) => cifar::read_batch_file(f, kind),
-                None => cifar::read(&cfg.data.dir, kind, split),
+                None => cifar::read(cfg.data.dir(), kind, split),
             };
             let full = read(&cfg.data.train_file, Split::Train)?;
             let train = long_tailed(&full, profile, Selection::Reference { seed: 0 })?;
@@ -137,6 +141,9 @@ pub struct RunSummary {
     pub run_dir: PathBuf,
     /// The epoch kept in `best.safetensors` and on what, with a validation split.
     pub selection: Option<SelectionReport>,
+    /// The folder held this run finished already: nothing was trained, the summary
+    /// is the one recorded in `train_eval.json`.
+    pub finished_before: bool,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
@@ -144,7 +151,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
 }
 
 fn append_metrics(run_dir: &Path, value: &serde_json::Value) -> Result<()> {
-    let path = run_dir.join("metrics.jsonl");
+    let path = run_dir.join(METRICS_FILE);
     let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(io(&path))?;
     writeln!(f, "{value}").map_err(io(&path))
 }
@@ -169,16 +176,85 @@ pub struct RunOptions {
     pub progress: bool,
     /// Stop after this many epochs of this call (for tests that simulate a kill).
     pub stop_after: Option<usize>,
+    /// Move a run the folder already holds aside (into `replaced-<time>/`) and start over.
+    pub overwrite: bool,
+}
+
+/// The epochs a saved config.toml asks for ("?" when it cannot be read).
+fn saved_epochs(saved: Option<&str>) -> String {
+    saved
+        .and_then(|s| s.parse::<toml::Table>().ok())
+        .and_then(|t| t.get("train")?.get("epochs")?.as_integer())
+        .map_or_else(|| "?".into(), |e| e.to_string())
+}
+
+/// The summary of a finished run, read back from its `train_eval.json`.
+fn recorded_summary(run: &RunDir) -> Result<RunSummary> {
+    let path = run.train_eval();
+    let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+    let bad = |e: serde_json::Error| TrainError::Invalid {
+        what: "train_eval.json",
+        reason: format!("{}: {e}", path.display()),
+    };
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(bad)?;
+    let eval: QuickEval = serde_json::from_value(value["eval"].clone()).map_err(bad)?;
+    let selection = serde_json::from_value(value["selection"].clone()).map_err(bad)?;
+    Ok(RunSummary {
+        epochs_run: 0,
+        eval,
+        img_per_s: 0.0,
+        run_dir: run.path().to_path_buf(),
+        selection,
+        finished_before: true,
+    })
 }
 
 /// Train as configured, evaluate, and write the run folder.
+///
+/// The folder is locked for the whole call ([`RunDir::lock`]). A folder that already
+/// holds a run is continued with `resume`, moved aside with `overwrite`, reported
+/// (not retrained) when it holds this very config finished, and otherwise refused
+/// with an error naming what it holds and how the configs differ.
 pub fn train(cfg: &TrainConfig, opts: &RunOptions, device: &Device) -> Result<RunSummary> {
+    let run = RunDir::new(&opts.run_dir);
     let run_dir = &opts.run_dir;
-    std::fs::create_dir_all(run_dir).map_err(io(run_dir))?;
+    let _lock = run.lock("training")?;
     let config_text =
         toml::to_string_pretty(cfg).map_err(|e| TrainError::Invalid { what: "config", reason: e.to_string() })?;
-    let config_path = run_dir.join("config.toml");
-    let ckpt_path = run_dir.join("checkpoint.safetensors");
+    let config_path = run.config();
+    let ckpt_path = run.checkpoint();
+    let state = run.state();
+    let saved = std::fs::read_to_string(&config_path).ok();
+    if state != RunState::Empty && opts.overwrite {
+        run.move_aside()?;
+    } else if state != RunState::Empty && !opts.resume {
+        if state == RunState::Finished && saved.as_deref() == Some(config_text.as_str()) {
+            return recorded_summary(&run);
+        }
+        let differences = config_differences(saved.as_deref().unwrap_or(""), &config_text);
+        return Err(TrainError::RunExists {
+            path: run_dir.display().to_string(),
+            holds: match state {
+                RunState::Finished => format!("finished, {} epochs", saved_epochs(saved.as_deref())),
+                _ => format!(
+                    "unfinished, {} of {} epochs checkpointed",
+                    match state {
+                        RunState::Unfinished { epochs_done } => epochs_done,
+                        _ => 0,
+                    },
+                    saved_epochs(saved.as_deref())
+                ),
+            },
+            differences: if differences.is_empty() {
+                String::new()
+            } else {
+                format!(" with another config:\n  {}", differences.join("\n  "))
+            },
+        });
+    } else if state == RunState::Finished && opts.resume && saved.as_deref() == Some(config_text.as_str()) {
+        return recorded_summary(&run);
+    }
+    let resume = opts.resume && !opts.overwrite;
     let (train_set, validation, test_set) = load_splits(cfg)?;
     let counts = train_set.classes().train_counts().to_vec();
     let mut model = build_model(cfg, &train_set, device)?;
@@ -186,15 +262,18 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions, device: &Device) -> Result<Ru
         .with_nesterov(cfg.train.nesterov);
     let chosen = objective::build(cfg);
     let mut first_epoch = 0usize;
-    if opts.resume {
-        let saved = std::fs::read_to_string(&config_path).map_err(|_| TrainError::Resume {
+    if resume {
+        let saved = saved.ok_or_else(|| TrainError::Resume {
             path: run_dir.display().to_string(),
             reason: "no config.toml: nothing to resume".into(),
         })?;
         if saved != config_text {
             return Err(TrainError::Resume {
                 path: run_dir.display().to_string(),
-                reason: "the config differs from the run's config.toml".into(),
+                reason: format!(
+                    "the config differs from the run's config.toml:\n  {}",
+                    config_differences(&saved, &config_text).join("\n  ")
+                ),
             });
         }
         if ckpt_path.is_file() {
@@ -210,7 +289,7 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions, device: &Device) -> Result<Ru
         }
         keep_metrics_up_to(run_dir, first_epoch)?;
     } else {
-        for stale in ["metrics.jsonl", "checkpoint.safetensors", "model.safetensors", "train_eval.json", BEST_FILE] {
+        for stale in [METRICS_FILE, CHECKPOINT_FILE, MODEL_FILE, TRAIN_EVAL_FILE, BEST_FILE] {
             let _ = std::fs::remove_file(run_dir.join(stale));
         }
         remove_optimizer_states(run_dir, None);
@@ -262,14 +341,7 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions, device: &Device) -> Result<Ru
         for (step, batch) in loader.epoch(epoch as u64).enumerate() {
             let batch = batch?;
             let (x, y) = (&batch.images, &batch.labels);
-            let lr = learning_rate(
-                cfg.train.lr,
-                epoch,
-                step as f64 / steps_per_epoch as f64,
-                cfg.train.warmup_epochs,
-                &cfg.train.milestones,
-                cfg.train.lr_gamma,
-            );
+            let lr = cfg.train.learning_rate(epoch, step as f64 / steps_per_epoch as f64);
             let seed = cfg.train.seed ^ ((epoch as u64) << 32 | step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
             let ctx = StepContext {
                 model: &model,
@@ -330,13 +402,13 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions, device: &Device) -> Result<Ru
         let n = n_steps.max(1) as f64;
         append_metrics(
             run_dir,
-            &serde_json::json!({"epoch": epoch + 1, "lr": learning_rate(cfg.train.lr, epoch, 0.0, cfg.train.warmup_epochs, &cfg.train.milestones, cfg.train.lr_gamma),
+            &serde_json::json!({"epoch": epoch + 1, "lr": cfg.train.learning_rate(epoch, 0.0),
                 "loss": loss_sum / n, "clean_batch_acc": clean.mean(), "adv_batch_acc": adv.mean(), "img_per_s": n_img as f64 / secs, "seconds": secs}),
         )?;
         let done = epoch + 1;
         // Selection before the checkpoint: a kill in between repeats the epoch and its
         // (deterministic) evaluation.
-        let due = cfg.eval.every > 0 && done % cfg.eval.every == 0;
+        let due = cfg.eval.every > 0 && done.is_multiple_of(cfg.eval.every);
         if let Some(b) = best.as_mut().filter(|_| due || done == cfg.train.epochs) {
             let head = cfg.model.eval_head.unwrap_or(cfg.model.head);
             let value = b.consider(&with_eval_head(&model, head, cfg.model.posthoc_tau)?, done, run_dir, device)?;
@@ -347,7 +419,7 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions, device: &Device) -> Result<Ru
             };
             append_metrics(run_dir, &serde_json::json!({"epoch": done, key: value}))?;
         }
-        if done % cfg.train.checkpoint_every.max(1) == 0 || done == cfg.train.epochs {
+        if done.is_multiple_of(cfg.train.checkpoint_every.max(1)) || done == cfg.train.epochs {
             // Commit protocol: the momentum of epoch `done` goes to its own file first,
             // then the checkpoint (the commit point) names that epoch, then older
             // momentum files go. A kill at any moment leaves a checkpoint whose
@@ -381,7 +453,7 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions, device: &Device) -> Result<Ru
     let eval = if last_epoch == cfg.train.epochs {
         checkpoint::save(
             &eval_model,
-            &run_dir.join("model.safetensors"),
+            &run_dir.join(MODEL_FILE),
             &CheckpointInfo {
                 epoch: cfg.train.epochs as u64,
                 extra: [(TRAIN_CONFIG_KEY.to_string(), config_text.clone())].into_iter().collect(),
@@ -390,7 +462,7 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions, device: &Device) -> Result<Ru
         let e = quick_eval(&eval_model, &test_set, &eval_attack, cfg.eval.limit, 128, 0, device)?;
         let report = serde_json::json!({"config": cfg, "class_counts": counts, "eval": e, "selection": best.as_ref().and_then(|b| b.report())});
         robal_data::write_atomic(
-            &run_dir.join("train_eval.json"),
+            &run_dir.join(TRAIN_EVAL_FILE),
             serde_json::to_string_pretty(&report).unwrap_or_default().as_bytes(),
         )?;
         e
@@ -398,7 +470,7 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions, device: &Device) -> Result<Ru
         quick_eval(&eval_model, &test_set, &Pgd::linf(cfg.eval.eps, cfg.eval.step_size, 1), 64, 64, 0, device)?
     };
     let selection = best.as_ref().and_then(|b| b.report());
-    Ok(RunSummary { epochs_run, eval, img_per_s, run_dir: run_dir.clone(), selection })
+    Ok(RunSummary { epochs_run, eval, img_per_s, run_dir: run_dir.clone(), selection, finished_before: false })
 }
 
 /// Two-stage baselines on the frozen, trained backbone (BatchNorm in evaluation mode),
@@ -459,7 +531,7 @@ fn second_stage(
                     value,
                     epoch: epoch + 1,
                     step: step + 1,
-                    checkpoint: format!("{} (stage 1)", run_dir.join("checkpoint.safetensors").display()),
+                    checkpoint: format!("{} (stage 1)", run_dir.join(CHECKPOINT_FILE).display()),
                 });
             }
             sgd.step(&l, s2.lr)?;
@@ -485,7 +557,7 @@ pub const TRAIN_CONFIG_KEY: &str = "train_config";
 
 /// The optimizer state (SGD momentum) saved with the checkpoint of `epoch`.
 pub fn optimizer_path(run_dir: &Path, epoch: usize) -> PathBuf {
-    run_dir.join(format!("optimizer-{epoch}.safetensors"))
+    RunDir::new(run_dir).optimizer(epoch)
 }
 
 /// Remove the optimizer-state files of every epoch but `keep`.
@@ -503,7 +575,7 @@ fn remove_optimizer_states(run_dir: &Path, keep: Option<usize>) {
 /// On resume, drop metrics lines of epochs after the checkpoint (a run killed between
 /// logging an epoch and checkpointing it repeats that epoch).
 fn keep_metrics_up_to(run_dir: &Path, epoch: usize) -> Result<()> {
-    let path = run_dir.join("metrics.jsonl");
+    let path = run_dir.join(METRICS_FILE);
     let Ok(text) = std::fs::read_to_string(&path) else { return Ok(()) };
     let kept: String = text
         .lines()
