@@ -159,6 +159,12 @@ impl Classifier {
         })
     }
 
+    /// The head's class weight matrix W (classes, d), the tensor the optimiser updates
+    /// (gradients of a loss built on it reach the head).
+    pub fn head_weight(&self) -> &Tensor {
+        self.head.weight()
+    }
+
     /// Logits (N, classes) of images (N, C, H, W) in \[0, 1\].
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         self.logits_from_features(&self.features(x, mode)?)

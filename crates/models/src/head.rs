@@ -59,6 +59,12 @@ impl Head {
         self.config
     }
 
+    /// The class weight matrix W (C, d), bias and gains excluded (MCAT's ETF regulariser
+    /// acts on it).
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
     /// Logits (N, C) of features `f` (N, d):
     /// - FC: f W^T + b;
     /// - cosine: s * (f/||f||) (W_c/(||W_c|| + gamma))^T (+ b);

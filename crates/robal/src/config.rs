@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{invalid, Result, TrainError};
 use crate::losses::{class_balanced_weights, LossConfig, WeightedMean};
-use crate::objective::{AwpConfig, BnPasses, ClassBudget, Method, ReatConfig};
+use crate::objective::{AwpConfig, BnPasses, ClassBudget, EtfConfig, Method, ReatConfig};
 
 /// The training data sets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -526,6 +526,9 @@ pub struct TrainConfig {
     /// REAT's settings (`train.mode = "reat"`); defaults when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reat: Option<ReatConfig>,
+    /// MCAT's ETF regulariser on the head weights, added to any method's outer loss.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etf: Option<EtfConfig>,
 }
 
 /// Set `dotted.key = value` in a TOML table; the value is parsed as TOML
@@ -614,6 +617,11 @@ impl TrainConfig {
             "attack.class_budget.shared_start = true (RobustLT)",
         );
         on(self.awp.is_some_and(|a| a.proxy == AwpProxy::Optimizer), "awp.proxy = \"optimizer\" (RobustLT)");
+        on(
+            self.model.arch == "resnet18-imagenet"
+                && matches!(self.data.name, DataName::Cifar10Lt | DataName::Cifar100Lt),
+            "model.arch = \"resnet18-imagenet\" on 32x32 images (MCAT's default resnet18)",
+        );
         if let Some(r) = &self.reat {
             on(r.tail == crate::losses::TailReduction::Official, "reat.tail = \"official\" (REAT's code)");
             on(!r.clamp_counts, "reat.clamp_counts = false (REAT's code)");
@@ -682,6 +690,11 @@ impl TrainConfig {
         }
         if let Some(b) = &self.attack.class_budget {
             b.validate()?;
+        }
+        if let Some(e) = &self.etf {
+            if !(e.weight.is_finite() && e.weight >= 0.0) {
+                return Err(invalid("etf.weight", format!("{}: expected a finite number >= 0", e.weight)));
+            }
         }
         if let Some(a) = &self.awp {
             a.validate(self.train.mode)?;

@@ -217,6 +217,25 @@ pub fn trades_kl(z_nat: &Tensor, z_adv: &Tensor) -> Result<Tensor> {
     (p_nat * (log_p_nat - log_p_adv)?)?.sum_all()? / b
 }
 
+/// MCAT's simplex-ETF regulariser on a head weight W (C, d), C >= 2 (METHODS.md section 9):
+/// rows normalised, w_c / max(||w_c||, 1e-12); G = W^ W^T (C, C); T = 1 on the diagonal and
+/// -1/(C-1) off it (the Gram matrix of a simplex equiangular tight frame);
+/// R_ETF = (1/C^2) sum_jk (G_jk - T_jk)^2. Zero exactly when the class directions are
+/// unit vectors at equal, maximal angles.
+pub fn etf_regularizer(w: &Tensor) -> Result<Tensor> {
+    let (c, _) = w.dims2()?;
+    if c < 2 {
+        candle_core::bail!("ETF regulariser: the head has {c} class, needs at least 2");
+    }
+    let norms = w.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.maximum(1e-12)?;
+    let wn = w.broadcast_div(&norms)?;
+    let g = wn.matmul(&wn.t()?)?;
+    let off = -1.0 / (c as f64 - 1.0);
+    let target: Vec<f64> = (0..c * c).map(|i| if i / c == i % c { 1.0 } else { off }).collect();
+    let target = Tensor::from_vec(target, (c, c), w.device())?.to_dtype(w.dtype())?;
+    (g - target)?.sqr()?.mean_all()
+}
+
 /// TAET's hierarchical adversarial robust loss (HARL) on per-example losses l (B,)
 /// of labels y over `classes` classes: L_c = mean of l_i over the batch items of class
 /// c (0 if absent), Lbar = mean_c L_c,

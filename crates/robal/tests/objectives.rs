@@ -402,3 +402,70 @@ fn attack_batch_norm_modes_use_and_keep_the_statistics_they_say() {
     attack(AttackBatchNorm::Train).run(&ctx, &x, &y).unwrap();
     assert_ne!(running(), before, "train mode moves the running statistics");
 }
+
+/// MCAT's ETF regulariser (METHODS.md section 9). PyTorch lines of MCAT's
+/// `_geom_regularizer` that give the vector, in float64:
+///
+/// ```python
+/// W = torch.tensor([[1., 0], [0, 2], [1, 1]], dtype=torch.float64)
+/// Wn = F.normalize(W, dim=1); G = Wn @ Wn.t(); C = 3
+/// T = torch.full_like(G, -1 / (C - 1)); T.fill_diagonal_(1.0)
+/// F.mse_loss(G, T)            # 0.703159
+/// ```
+#[test]
+fn etf_regularizer_matches_the_test_vectors() {
+    use robal::losses::etf_regularizer;
+    let w = Tensor::new(&[[1f64, 0.0], [0.0, 2.0], [1.0, 1.0]], &Device::Cpu).unwrap();
+    let r = etf_regularizer(&w).unwrap().to_scalar::<f64>().unwrap();
+    close(r, 0.703159, 1e-6);
+    // By hand: rows (1,0), (0,1), (1,1)/sqrt2; off-diagonal errors (0 + 1/2)^2 twice and
+    // (1/sqrt2 + 1/2)^2 four times, over 9 entries.
+    close(r, (0.5 + 4.0 * (0.5f64.sqrt() + 0.5).powi(2)) / 9.0, 1e-12);
+    // Unit vectors 120 degrees apart are a simplex ETF: 0 (scale does not matter).
+    let a = 2.0 * std::f64::consts::PI / 3.0;
+    // The first row is scaled by 2: R normalises rows, so only directions count.
+    let etf =
+        Tensor::new(&[[2f64, 0.0], [a.cos(), a.sin()], [(2.0 * a).cos(), (2.0 * a).sin()]], &Device::Cpu).unwrap();
+    close(etf_regularizer(&etf).unwrap().to_scalar::<f64>().unwrap(), 0.0, 1e-12);
+    // With z, y of the other vectors: CE_mean + R = 1.468285, CE_mean + 1e-3 R = 0.765830.
+    let ce = TrainLoss::new(LossConfig::Ce, &N, &Device::Cpu).unwrap().forward(&z(), &y(), None).unwrap();
+    let ce = scalar(&ce);
+    close(ce + r, 1.468285, 1e-5);
+    close(ce + 1e-3 * r, 0.765830, 1e-5);
+    // A head of one class has no ETF: an error, not NaN.
+    assert!(etf_regularizer(&Tensor::new(&[[1f64, 2.0]], &Device::Cpu).unwrap()).is_err());
+}
+
+#[test]
+fn etf_regularizer_gradient_matches_finite_differences() {
+    let w = vec![vec![1f32, 0.2, -0.3], vec![0.1, 2.0, 0.4], vec![1.0, 1.0, 0.0], vec![-0.5, 0.3, 0.8]];
+    check_gradient("R_ETF", w, &|w| robal::losses::etf_regularizer(w).unwrap());
+}
+
+/// `[etf]` wraps any method: its outer loss is the method's plus beta_g R_ETF(head weight),
+/// and everything else (the crafted inputs, the logits) is the method's.
+#[test]
+fn etf_objective_adds_the_weighted_term_to_the_methods_loss() {
+    let mut cfg = robal::TrainConfig::load(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/mnist-lt-pgd-at.toml"),
+        &[],
+    )
+    .unwrap();
+    let model = small_model();
+    let loss = TrainLoss::new(LossConfig::Ce, model.class_counts().unwrap(), &Device::Cpu).unwrap();
+    let ctx = StepContext { model: &model, loss: &loss, weights: None, seed: 5, budget: None, start: None };
+    let (x, y) = batch();
+    let plain = robal::objective::build(&cfg);
+    cfg.etf = Some(robal::objective::EtfConfig { weight: 0.5 });
+    let with = robal::objective::build(&cfg);
+    // Both attacks before any train-mode pass (which moves BatchNorm's running statistics
+    // that the eval-mode attack uses); the outer losses use batch statistics.
+    let x_adv = plain.craft(&ctx, &x, &y).unwrap();
+    let x_adv2 = with.craft(&ctx, &x, &y).unwrap();
+    let base = scalar(&plain.outer(&ctx, &x, &y, x_adv.as_ref()).unwrap().loss);
+    let diff = (x_adv.as_ref().unwrap() - x_adv2.as_ref().unwrap()).unwrap().abs().unwrap().max_all().unwrap();
+    assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0, "the ETF term must not change the attack");
+    let r = scalar(&robal::losses::etf_regularizer(model.head_weight()).unwrap());
+    assert!(r > 0.01, "a random head is far from an ETF: {r}");
+    close(scalar(&with.outer(&ctx, &x, &y, x_adv2.as_ref()).unwrap().loss), base + 0.5 * r, 1e-5);
+}

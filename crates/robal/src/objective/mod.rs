@@ -16,10 +16,11 @@
 //! L is the configured [`crate::losses::TrainLoss`] (CE, balanced softmax, RoBal's margin
 //! loss, ...) with the configured class weights. AT-BSL is [`PgdAt`] with the balanced
 //! softmax; RobustLT's per-class budgets ([`ClassBudget`]) and AWP ([`awp`]) plug into
-//! every method.
+//! every method, and so does MCAT's ETF regulariser on the head ([`EtfRegularized`]).
 
 pub mod awp;
 mod budget;
+mod etf;
 mod inner;
 mod pgd_at;
 mod plain;
@@ -34,6 +35,7 @@ use serde::{Deserialize, Serialize};
 
 pub use awp::{AwpConfig, AwpProxy, WeightPerturbation};
 pub use budget::ClassBudget;
+pub use etf::{EtfConfig, EtfRegularized};
 pub use inner::{InnerAttack, InnerLoss};
 pub use pgd_at::PgdAt;
 pub use plain::Plain;
@@ -165,8 +167,17 @@ pub trait Objective {
     }
 }
 
-/// The objective `cfg.train.mode` names, with its inner attack from `cfg.attack`.
+/// The objective `cfg.train.mode` names, with its inner attack from `cfg.attack`, and
+/// MCAT's ETF term on top when `[etf]` is set.
 pub fn build(cfg: &TrainConfig) -> Box<dyn Objective> {
+    let method = build_method(cfg);
+    match cfg.etf {
+        Some(config) => Box::new(EtfRegularized { inner: method, config }),
+        None => method,
+    }
+}
+
+fn build_method(cfg: &TrainConfig) -> Box<dyn Objective> {
     let t = &cfg.train;
     let passes = t.bn_passes;
     let attack = |loss, default_start| InnerAttack::from_config(cfg, loss, default_start);
