@@ -3,8 +3,10 @@
 mod bench;
 mod data;
 mod eval;
+mod fuzz;
 mod gpu_check;
 mod preset;
+mod provenance;
 mod study;
 mod train;
 mod workspace;
@@ -43,6 +45,9 @@ enum Command {
     /// Run a study plan (presets x seeds, each trained and evaluated, resumable), here or as a
     /// Slurm array job plus a merge job.
     Study(study::StudyArgs),
+    /// Run every reader's property tests at N cases each (default 10,000), each case under a
+    /// time limit.
+    Fuzz(fuzz::FuzzArgs),
     /// Images/s and peak memory of the attack, train and infer steps, beside PyTorch.
     Bench(bench::BenchArgs),
     /// Compare CUDA against the CPU (logits, input gradients, a training step, PGD-20), then bench.
@@ -58,6 +63,7 @@ fn main() -> Result<()> {
         Command::Merge(args) => eval::merge(args),
         Command::Report(args) => eval::report(args),
         Command::Study(args) => study::run(args),
+        Command::Fuzz(args) => fuzz::run(args),
         Command::Bench(args) => bench::run(args),
         Command::GpuCheck(args) => gpu_check::run(args),
     }
