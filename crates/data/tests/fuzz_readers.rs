@@ -1,6 +1,9 @@
 //! Property tests: the data readers fed arbitrary or damaged bytes return an error that
 //! names the file, and never panic.
 
+#[path = "../../../tests/support/fuzz.rs"]
+mod fuzz;
+
 use proptest::prelude::*;
 use robal_data::{cifar, tiny_imagenet, Cifar, Split};
 
@@ -18,60 +21,72 @@ fn record(label: u8, fill: u8) -> Vec<u8> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: fuzz::cases(64), ..ProptestConfig::default() })]
 
     #[test]
     fn cifar_batch_files_of_any_bytes_read_or_fail_cleanly(bytes in proptest::collection::vec(any::<u8>(), 0..8000)) {
-        let tmp = tempfile::tempdir().unwrap();
-        let p = write(tmp.path(), "data_batch_1.bin", &bytes);
-        match cifar::read_batch_file(&p, Cifar::Cifar10) {
-            Ok(set) => prop_assert_eq!(set.pixels().len(), bytes.len() / 3073 * 3072),
-            Err(e) => prop_assert!(e.to_string().contains("data_batch_1.bin"), "{}", e),
-        }
+        fuzz::within(move || -> Result<(), TestCaseError> {
+            let tmp = tempfile::tempdir().unwrap();
+            let p = write(tmp.path(), "data_batch_1.bin", &bytes);
+            match cifar::read_batch_file(&p, Cifar::Cifar10) {
+                Ok(set) => prop_assert_eq!(set.pixels().len(), bytes.len() / 3073 * 3072),
+                Err(e) => prop_assert!(e.to_string().contains("data_batch_1.bin"), "{}", e),
+            }
+            Ok(())
+        })?;
     }
 
     #[test]
     fn truncated_or_mislabelled_cifar_records_are_errors(n in 1usize..4, cut in 1usize..3073, label in 10u8..=255) {
-        let tmp = tempfile::tempdir().unwrap();
-        let mut bytes: Vec<u8> = (0..n).flat_map(|i| record(i as u8, 7)).collect();
-        let good = write(tmp.path(), "good.bin", &bytes);
-        prop_assert_eq!(cifar::read_batch_file(&good, Cifar::Cifar10).unwrap().pixels().len(), n * 3072);
-        bytes.truncate(bytes.len() - cut);
-        let short = write(tmp.path(), "short.bin", &bytes);
-        let e = cifar::read_batch_file(&short, Cifar::Cifar10).unwrap_err().to_string();
-        prop_assert!(e.contains("short.bin"), "{}", e);
-        let mut bad: Vec<u8> = record(label, 1);
-        bad.extend(record(0, 2));
-        let wrong = write(tmp.path(), "wrong.bin", &bad);
-        let e = cifar::read_batch_file(&wrong, Cifar::Cifar10).unwrap_err().to_string();
-        prop_assert!(e.contains("wrong.bin"), "{}", e);
+        fuzz::within(move || -> Result<(), TestCaseError> {
+            let tmp = tempfile::tempdir().unwrap();
+            let mut bytes: Vec<u8> = (0..n).flat_map(|i| record(i as u8, 7)).collect();
+            let good = write(tmp.path(), "good.bin", &bytes);
+            prop_assert_eq!(cifar::read_batch_file(&good, Cifar::Cifar10).unwrap().pixels().len(), n * 3072);
+            bytes.truncate(bytes.len() - cut);
+            let short = write(tmp.path(), "short.bin", &bytes);
+            let e = cifar::read_batch_file(&short, Cifar::Cifar10).unwrap_err().to_string();
+            prop_assert!(e.contains("short.bin"), "{}", e);
+            let mut bad: Vec<u8> = record(label, 1);
+            bad.extend(record(0, 2));
+            let wrong = write(tmp.path(), "wrong.bin", &bad);
+            let e = cifar::read_batch_file(&wrong, Cifar::Cifar10).unwrap_err().to_string();
+            prop_assert!(e.contains("wrong.bin"), "{}", e);
+            Ok(())
+        })?;
     }
 
     #[test]
     fn archives_of_any_bytes_fail_cleanly(bytes in proptest::collection::vec(any::<u8>(), 0..4000), gzip in any::<bool>()) {
-        let tmp = tempfile::tempdir().unwrap();
-        let bytes = if gzip {
-            // A valid gzip stream around garbage: the tar reader sees the garbage.
-            use std::io::Write;
-            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-            enc.write_all(&bytes).unwrap();
-            enc.finish().unwrap()
-        } else {
-            bytes
-        };
-        let p = write(tmp.path(), "cifar-10-binary.tar.gz", &bytes);
-        let r = cifar::read(&p, Cifar::Cifar10, Split::Test);
-        prop_assert!(r.is_err());
-        let e = r.unwrap_err().to_string();
-        prop_assert!(e.contains("cifar-10-binary.tar.gz"), "{}", e);
+        fuzz::within(move || -> Result<(), TestCaseError> {
+            let tmp = tempfile::tempdir().unwrap();
+            let bytes = if gzip {
+                // A valid gzip stream around garbage: the tar reader sees the garbage.
+                use std::io::Write;
+                let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                enc.write_all(&bytes).unwrap();
+                enc.finish().unwrap()
+            } else {
+                bytes
+            };
+            let p = write(tmp.path(), "cifar-10-binary.tar.gz", &bytes);
+            let r = cifar::read(&p, Cifar::Cifar10, Split::Test);
+            prop_assert!(r.is_err());
+            let e = r.unwrap_err().to_string();
+            prop_assert!(e.contains("cifar-10-binary.tar.gz"), "{}", e);
+            Ok(())
+        })?;
     }
 
     #[test]
     fn npz_files_of_any_bytes_fail_cleanly(bytes in proptest::collection::vec(any::<u8>(), 0..4000)) {
-        let tmp = tempfile::tempdir().unwrap();
-        let p = write(tmp.path(), "train.npz", &bytes);
-        let e = tiny_imagenet::read_npz(&p, 200).unwrap_err().to_string();
-        prop_assert!(e.contains("train.npz"), "{}", e);
+        fuzz::within(move || -> Result<(), TestCaseError> {
+            let tmp = tempfile::tempdir().unwrap();
+            let p = write(tmp.path(), "train.npz", &bytes);
+            let e = tiny_imagenet::read_npz(&p, 200).unwrap_err().to_string();
+            prop_assert!(e.contains("train.npz"), "{}", e);
+            Ok(())
+        })?;
     }
 
     #[test]
@@ -81,25 +96,28 @@ proptest! {
         header in any::<bool>(),
         gzip in any::<bool>(),
     ) {
-        // Half the cases start with a well-formed header, so the body checks are reached.
-        let mut bytes = if header { vec![0, 0, 8, dims.len() as u8] } else { Vec::new() };
-        if header {
-            dims.iter().for_each(|d| bytes.extend_from_slice(&d.to_be_bytes()));
-        }
-        bytes.extend_from_slice(&body);
-        let bytes = if gzip {
-            use std::io::Write;
-            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-            enc.write_all(&bytes).unwrap();
-            enc.finish().unwrap()
-        } else {
-            bytes
-        };
-        let tmp = tempfile::tempdir().unwrap();
-        let p = write(tmp.path(), "images-idx3-ubyte", &bytes);
-        match robal_data::idx::read(&p) {
-            Ok(a) => prop_assert_eq!(a.data.len(), a.dims.iter().product::<usize>()),
-            Err(e) => prop_assert!(e.to_string().contains("images-idx3-ubyte"), "{}", e),
-        }
+        fuzz::within(move || -> Result<(), TestCaseError> {
+            // Half the cases start with a well-formed header, so the body checks are reached.
+            let mut bytes = if header { vec![0, 0, 8, dims.len() as u8] } else { Vec::new() };
+            if header {
+                dims.iter().for_each(|d| bytes.extend_from_slice(&d.to_be_bytes()));
+            }
+            bytes.extend_from_slice(&body);
+            let bytes = if gzip {
+                use std::io::Write;
+                let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                enc.write_all(&bytes).unwrap();
+                enc.finish().unwrap()
+            } else {
+                bytes
+            };
+            let tmp = tempfile::tempdir().unwrap();
+            let p = write(tmp.path(), "images-idx3-ubyte", &bytes);
+            match robal_data::idx::read(&p) {
+                Ok(a) => prop_assert_eq!(a.data.len(), a.dims.iter().product::<usize>()),
+                Err(e) => prop_assert!(e.to_string().contains("images-idx3-ubyte"), "{}", e),
+            }
+            Ok(())
+        })?;
     }
 }

@@ -1,6 +1,9 @@
 //! Property tests: checkpoint readers fed arbitrary bytes, damaged safetensors headers
 //! and arbitrary pickles return an error naming the file, and never panic.
 
+#[path = "../../../tests/support/fuzz.rs"]
+mod fuzz;
+
 use candle_core::Device;
 use proptest::prelude::*;
 use robal_models::checkpoint::{self, CheckpointInfo};
@@ -13,53 +16,59 @@ fn model() -> Classifier {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: fuzz::cases(48), ..ProptestConfig::default() })]
 
     #[test]
     fn arbitrary_bytes_are_not_a_checkpoint(bytes in proptest::collection::vec(any::<u8>(), 0..2000)) {
-        let tmp = tempfile::tempdir().unwrap();
-        for name in ["x.safetensors", "x.pt"] {
-            let p = tmp.path().join(name);
-            std::fs::write(&p, &bytes).unwrap();
-            let e = if name.ends_with("pt") {
-                checkpoint::import_pytorch(&model(), &p).unwrap_err().to_string()
-            } else {
-                checkpoint::load(&p, &Device::Cpu).unwrap_err().to_string()
-            };
-            prop_assert!(e.contains(name), "{}", e);
-        }
+        fuzz::within(move || -> Result<(), TestCaseError> {
+            let tmp = tempfile::tempdir().unwrap();
+            for name in ["x.safetensors", "x.pt"] {
+                let p = tmp.path().join(name);
+                std::fs::write(&p, &bytes).unwrap();
+                let e = if name.ends_with("pt") {
+                    checkpoint::import_pytorch(&model(), &p).unwrap_err().to_string()
+                } else {
+                    checkpoint::load(&p, &Device::Cpu).unwrap_err().to_string()
+                };
+                prop_assert!(e.contains(name), "{}", e);
+            }
+            Ok(())
+        })?;
     }
 
     #[test]
     fn damaged_safetensors_headers_and_data_are_errors(pos in any::<prop::sample::Index>(), byte in any::<u8>(), cut in any::<bool>()) {
-        let tmp = tempfile::tempdir().unwrap();
-        let good = tmp.path().join("good.safetensors");
-        checkpoint::save(&model(), &good, &CheckpointInfo { epoch: 3, extra: Default::default() }).unwrap();
-        let mut bytes = std::fs::read(&good).unwrap();
-        let header = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize + 8;
-        // Damage the header (length prefix + JSON) or, with `cut`, truncate the file.
-        if cut {
-            bytes.truncate(8 + pos.index(bytes.len() - 8));
-        } else {
-            let i = pos.index(header);
-            if bytes[i] == byte {
-                return Ok(());
+        fuzz::within(move || -> Result<(), TestCaseError> {
+            let tmp = tempfile::tempdir().unwrap();
+            let good = tmp.path().join("good.safetensors");
+            checkpoint::save(&model(), &good, &CheckpointInfo { epoch: 3, extra: Default::default() }).unwrap();
+            let mut bytes = std::fs::read(&good).unwrap();
+            let header = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize + 8;
+            // Damage the header (length prefix + JSON) or, with `cut`, truncate the file.
+            if cut {
+                bytes.truncate(8 + pos.index(bytes.len() - 8));
+            } else {
+                let i = pos.index(header);
+                if bytes[i] == byte {
+                    return Ok(());
+                }
+                bytes[i] = byte;
             }
-            bytes[i] = byte;
-        }
-        let bad = tmp.path().join("bad.safetensors");
-        std::fs::write(&bad, &bytes).unwrap();
-        match checkpoint::load_checked(&bad, &Device::Cpu) {
-            Err(e) => prop_assert!(e.to_string().contains("bad.safetensors"), "{}", e),
-            // A changed byte that leaves the header valid JSON with the same meaning
-            // (e.g. inside a metadata string) must still load the same tensors.
-            Ok((m, _, _)) => {
-                let a = model().store().state();
-                for (n, t) in m.store().state() {
-                    let (x, y) = (t.flatten_all().unwrap().to_vec1::<f32>().unwrap(), a[&n].flatten_all().unwrap().to_vec1::<f32>().unwrap());
-                    prop_assert_eq!(x, y, "{}", n);
+            let bad = tmp.path().join("bad.safetensors");
+            std::fs::write(&bad, &bytes).unwrap();
+            match checkpoint::load_checked(&bad, &Device::Cpu) {
+                Err(e) => prop_assert!(e.to_string().contains("bad.safetensors"), "{}", e),
+                // A changed byte that leaves the header valid JSON with the same meaning
+                // (e.g. inside a metadata string) must still load the same tensors.
+                Ok((m, _, _)) => {
+                    let a = model().store().state();
+                    for (n, t) in m.store().state() {
+                        let (x, y) = (t.flatten_all().unwrap().to_vec1::<f32>().unwrap(), a[&n].flatten_all().unwrap().to_vec1::<f32>().unwrap());
+                        prop_assert_eq!(x, y, "{}", n);
+                    }
                 }
             }
-        }
+            Ok(())
+        })?;
     }
 }

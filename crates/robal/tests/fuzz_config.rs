@@ -1,19 +1,25 @@
 //! Property tests: configs built from arbitrary text and arbitrary `--set` overrides
 //! parse or fail with an error naming their origin, and never panic.
 
+#[path = "../../../tests/support/fuzz.rs"]
+mod fuzz;
+
 use proptest::prelude::*;
 use robal::TrainConfig;
 
 const DEFAULT: &str = include_str!("../../../configs/mnist-lt-robal.toml");
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: fuzz::cases(256), ..ProptestConfig::default() })]
 
     #[test]
     fn arbitrary_text_is_rejected_naming_the_file(text in "\\PC{0,300}") {
-        if let Err(e) = TrainConfig::from_toml(&text, "fuzz.toml", &[]) {
-            prop_assert!(e.to_string().contains("fuzz.toml"), "{}", e);
-        }
+        fuzz::within(move || -> Result<(), TestCaseError> {
+            if let Err(e) = TrainConfig::from_toml(&text, "fuzz.toml", &[]) {
+                prop_assert!(e.to_string().contains("fuzz.toml"), "{}", e);
+            }
+            Ok(())
+        })?;
     }
 
     #[test]
@@ -21,7 +27,7 @@ proptest! {
         key in prop::sample::select(vec![
             "train.epochs", "train.mode", "train.lr", "data.name", "data.policy", "attack.eps", "attack.random_start",
             "attack.class_budget", "awp", "reat", "model.head", "loss", "train.reweight", "data.validation", "eval.steps",
-            "train.bn_passes", "train.harl_weights", "no.such.key", "train",
+            "train.bn_passes", "train.harl_weights", "train.lr_rule", "etf", "etf.weight", "no.such.key", "train",
         ]),
         value in prop_oneof![
             "-?[0-9]{1,12}(\\.[0-9]{0,6})?".prop_map(|s| s),
@@ -32,13 +38,16 @@ proptest! {
             "\\PC{0,20}".prop_map(|s| s),
         ],
     ) {
-        let o = format!("{key}={value}");
-        match TrainConfig::from_toml(DEFAULT, "mnist-lt-robal.toml", std::slice::from_ref(&o)) {
-            Ok(cfg) => prop_assert!(cfg.validate().is_ok()),
-            Err(e) => {
-                let msg = e.to_string();
-                prop_assert!(msg.contains("mnist-lt-robal.toml") || msg.contains("--set"), "{}: {}", o, msg);
+        fuzz::within(move || -> Result<(), TestCaseError> {
+            let o = format!("{key}={value}");
+            match TrainConfig::from_toml(DEFAULT, "mnist-lt-robal.toml", std::slice::from_ref(&o)) {
+                Ok(cfg) => prop_assert!(cfg.validate().is_ok()),
+                Err(e) => {
+                    let msg = e.to_string();
+                    prop_assert!(msg.contains("mnist-lt-robal.toml") || msg.contains("--set"), "{}: {}", o, msg);
+                }
             }
-        }
+            Ok(())
+        })?;
     }
 }
