@@ -322,13 +322,21 @@ pub fn report(plan: &Plan) -> Result<()> {
     let mut rows = vec![String::new(); tasks.len()];
     for t in &tasks {
         let metrics = std::fs::read_to_string(RunDir::new(&t.dir).metrics()).ok();
-        let train_s: f64 = metrics
+        // Epoch lines carry `seconds`; a run not started has none, a running one fewer
+        // than its config's epochs.
+        let epochs: Vec<f64> = metrics
             .iter()
             .flat_map(|m| m.lines())
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
             .filter_map(|v| v.get("seconds").and_then(|s| s.as_f64()))
-            .sum();
-        rows[t.index] = format!("| {} | {} | {:.1} |", t.preset, t.seed, train_s / 60.0);
+            .collect();
+        let planned = plan.config(t)?.train.epochs;
+        let training = match epochs.len() {
+            0 => "-".to_string(),
+            n if n < planned => format!("{:.1} ({n} of {planned} epochs)", epochs.iter().sum::<f64>() / 60.0),
+            _ => format!("{:.1}", epochs.iter().sum::<f64>() / 60.0),
+        };
+        rows[t.index] = format!("| {} | {} | {training} |", t.preset, t.seed);
     }
     let mut written = Vec::new();
     for e in &plan.evals {
