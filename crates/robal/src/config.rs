@@ -653,10 +653,12 @@ impl TrainConfig {
         }
         let cosine = matches!(self.model.head, HeadConfig::Cosine { .. });
         match &self.loss {
-            LossConfig::RobalMargin { .. } | LossConfig::Ldam { .. } if !cosine => {
+            // RoBal's margin loss is defined on cosine logits. LDAM's CE(s (z - Delta_y)) is
+            // defined on any logits: the RoBal reference runs it on an FC head with s = 1.
+            LossConfig::RobalMargin { .. } if !cosine => {
                 return Err(invalid(
                     "loss.kind",
-                    "margin losses (robal-margin, ldam) work on cosine logits: set model.head.kind = \"cosine\"",
+                    "robal-margin works on cosine logits: set model.head.kind = \"cosine\"",
                 ));
             }
             _ => {}

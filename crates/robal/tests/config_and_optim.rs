@@ -197,7 +197,9 @@ fn reference_lr(lr: f64, epochs: usize, lr_decline: &[usize], warmup_epochs: usi
 fn cumulative_presets_follow_the_reference_lr_rule_every_epoch() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
     let mut checked = Vec::new();
-    for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+    for entry in
+        std::fs::read_dir(&dir).unwrap().flatten().filter(|e| e.path().extension().is_some_and(|x| x == "toml"))
+    {
         let cfg = TrainConfig::load(&entry.path(), &[]).unwrap();
         let t = &cfg.train;
         let expected = match t.lr_rule {

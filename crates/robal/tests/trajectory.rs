@@ -36,7 +36,6 @@ use lowbias32::{lowbias32, to_unit};
 const STEPS: usize = 10;
 const BATCH: usize = 32;
 const PROJECTIONS: usize = 8;
-const EPS: f64 = 8.0 / 255.0;
 
 fn manifest() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -66,7 +65,7 @@ fn unit(stream: u32, i: usize) -> f64 {
 
 /// The step's attack start (f64), as the script draws it: x + eps U\[0, 1) (the reference's
 /// one-sided start) or x + 0.001 N(0, 1) (TRADES), N by Box-Muller.
-fn start(x: &Tensor, step: usize, normal: bool) -> Tensor {
+fn start(x: &Tensor, step: usize, normal: bool, eps: f64) -> Tensor {
     let xs: Vec<f64> = x.to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1().unwrap();
     let step = step as u32;
     let out: Vec<f64> = xs
@@ -78,7 +77,7 @@ fn start(x: &Tensor, step: usize, normal: bool) -> Tensor {
                 let u2 = unit(201 + step, i);
                 0.001 * (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
             } else {
-                EPS * unit(1 + step, i)
+                eps * unit(1 + step, i)
             };
             v + d
         })
@@ -178,7 +177,7 @@ fn run(
         let pixels: Vec<f64> = idx.iter().flat_map(|&i| set.image(i).iter().map(|&p| f64::from(p))).collect();
         let x = (Tensor::from_vec(pixels, (BATCH, 3, 32, 32), &dev).unwrap().to_dtype(dtype).unwrap() / 255.0).unwrap();
         let y = Tensor::from_vec(idx.iter().map(|&i| set.labels()[i]).collect::<Vec<u32>>(), BATCH, &dev).unwrap();
-        let x0 = start(&x, k, key == "trades").to_dtype(dtype).unwrap();
+        let x0 = start(&x, k, key == "trades", cfg.attack.eps).to_dtype(dtype).unwrap();
         let ctx = StepContext { model: &model, loss: &loss, weights: None, seed: 0, budget: None, start: Some(&x0) };
         let x_adv = method.craft(&ctx, &x, &y).unwrap();
         let out = method.outer(&ctx, &x, &y, x_adv.as_ref()).unwrap();
@@ -239,14 +238,15 @@ fn check(preset: &str, key: &str, head_fixture: &str) {
     // The fixture keeps the final changes in f32: agreement to their rounding.
     assert!(e.last.0 < 1e-6, "{preset} f64: final parameters differ: {:?}", e.last);
 
-    // Float32 (the CPU kernels). Where the start is the reference's x + eps U (all but
-    // TRADES) step 1 has the same adversarial examples, so it agrees to float32
-    // rounding. After that PGD's sign steps amplify rounding from step to step (a
-    // gradient entry near zero flips a pixel by 2 alpha) and the float32 trajectory
+    // Float32 (the CPU kernels). PGD's sign steps amplify rounding from step to step (a
+    // gradient entry near zero flips a pixel by 2 alpha), so the float32 trajectory
     // drifts from float64, as PyTorch's own float32 run of the same steps does (its
     // distances are in the fixture): ours must stay within 4x of PyTorch's, worst step
-    // against worst step. TRADES's KL gradient at x + 0.001 N(0, 1) is near zero
-    // everywhere, so its signs flip in step 1 already (PyTorch's too).
+    // against worst step. Step 1 is held tighter where PyTorch's float32 step 1 agrees
+    // with float64: at the reference's 0.031 / 0.0078 (not 8/255, 2/255) a few pixels
+    // of step 1's attack already flip in PyTorch's float32 run (loss 1e-5..1e-4 off),
+    // and TRADES's KL gradient at x + 0.001 N(0, 1) is near zero everywhere; there,
+    // step 1 gets the same 4x-of-PyTorch bound.
     let (e, f32_run) = run(preset, key, head_fixture, &cifar, DType::F32, (STEPS, &[]));
     let bn: Vec<f64> = e.bn.iter().map(|b| b.0).collect();
     let change: Vec<f64> = e.change.iter().map(|c| c.0).collect();
@@ -256,16 +256,27 @@ fn check(preset: &str, key: &str, head_fixture: &str) {
     println!("  bn     {}\n         [{}]", show(&bn), show(&torch("bn")));
     println!("  change {}\n         [{}]", show(&change), show(&torch("change")));
     println!("  final parameters {:.1e} [{:.1e}], worst at {}", e.last.0, torch("final")[0], e.last.1);
-    if key != "trades" {
-        assert!(e.loss[0] < 1e-6, "{preset} f32: step 1 loss differs by {:.2e}", e.loss[0]);
-        assert!(e.bn[0].0 < 1e-6, "{preset} f32: after step 1, {} differs by {:.2e}", e.bn[0].1, e.bn[0].0);
-        assert!(
-            e.change[0].0 < 2e-3,
-            "{preset} f32: step 1 update of {} differs by {:.2e}",
-            e.change[0].1,
-            e.change[0].0
-        );
-    }
+    let step1 = |tight: f64, theirs: f64| tight.max(4.0 * theirs);
+    assert!(
+        e.loss[0] < step1(1e-6, torch("loss")[0]),
+        "{preset} f32: step 1 loss differs by {:.2e} [PyTorch {:.2e}]",
+        e.loss[0],
+        torch("loss")[0]
+    );
+    assert!(
+        e.bn[0].0 < step1(1e-6, torch("bn")[0]),
+        "{preset} f32: after step 1, {} differs by {:.2e} [PyTorch {:.2e}]",
+        e.bn[0].1,
+        e.bn[0].0,
+        torch("bn")[0]
+    );
+    assert!(
+        e.change[0].0 < step1(2e-3, torch("change")[0]),
+        "{preset} f32: step 1 update of {} differs by {:.2e} [PyTorch {:.2e}]",
+        e.change[0].1,
+        e.change[0].0,
+        torch("change")[0]
+    );
     let max = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
     for (what, ours, theirs) in [
         ("loss", max(&e.loss), max(&torch("loss"))),
