@@ -55,6 +55,14 @@ enum Command {
 }
 
 fn main() -> Result<()> {
+    // A write past a file-size limit (`ulimit -f`, a quota) then fails with EFBIG, which
+    // every writer reports naming its file, and the atomic writes leave the last good
+    // files in place; by default SIGXFSZ would kill the process mid-write without a word.
+    // SAFETY: setting a signal's disposition to SIG_IGN at start-up, before any thread
+    // exists, has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
     match Cli::parse().command {
         Command::Data(args) => data::run(args),
         Command::Preset(args) => preset::run(args),

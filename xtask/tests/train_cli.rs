@@ -111,3 +111,52 @@ fn training_the_same_run_twice_reports_it_the_second_time() {
     let err = String::from_utf8_lossy(&other.stderr);
     assert!(!other.status.success() && err.contains("train.lr: 0.1 -> 0.05") && err.contains("--overwrite"), "{err}");
 }
+
+/// A write that fails (here a file-size limit, `ulimit -f`, which root cannot bypass as
+/// it can a read-only folder) is an error naming the file, leaves no partial file, keeps
+/// the last good checkpoint, and a resume finishes the run with the uninterrupted run's
+/// weights. The limit is chosen from the uninterrupted run's files so that the momentum
+/// and checkpoint files fit and the final model (a little larger: it carries the eval
+/// head and the config) does not; the test checks that this is so.
+#[test]
+fn a_failed_write_keeps_the_last_good_state_and_the_run_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let out = xtask().args(["train", "--run-dir"]).arg(&a).args(SETTINGS).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let size = |p: &Path| std::fs::metadata(p).unwrap().len();
+    let model = size(&a.join("model.safetensors"));
+    let largest_other = size(&a.join("checkpoint.safetensors")).max(size(&a.join("optimizer-6.safetensors")));
+    let limit_kib = (model - 1) / 1024; // bash's ulimit -f counts 1024-byte blocks
+    assert!(
+        largest_other <= limit_kib * 1024,
+        "the checkpoint ({largest_other} B) must fit under the limit ({limit_kib} KiB) that the model ({model} B) exceeds"
+    );
+
+    let script = format!(
+        "ulimit -f {limit_kib} && exec \"$0\" train --run-dir {} {}",
+        b.display(),
+        SETTINGS.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(" ")
+    );
+    let out = Command::new("bash")
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+        .args(["-c", &script, env!("CARGO_BIN_EXE_xtask")])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "an error exit, not a signal: {err}");
+    assert!(err.contains("model.safetensors") && err.contains("File too large"), "{err}");
+    let left: Vec<String> =
+        std::fs::read_dir(&b).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    assert!(!left.iter().any(|n| n.contains(".tmp")), "a partial file was left: {left:?}");
+    assert!(!b.join("model.safetensors").exists());
+    assert_eq!(
+        weights(&a.join("checkpoint.safetensors")),
+        weights(&b.join("checkpoint.safetensors")),
+        "the last good checkpoint is intact"
+    );
+
+    let out = xtask().args(["train", "--resume", "--run-dir"]).arg(&b).args(SETTINGS).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(weights(&a.join("model.safetensors")), weights(&b.join("model.safetensors")));
+}
