@@ -9,10 +9,15 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 
 /// The property-test suites: (package, test target, what it feeds).
-pub const SUITES: [(&str, &str, &str); 3] = [
+pub const SUITES: [(&str, &str, &str); 4] = [
     ("robal-data", "fuzz_readers", "CIFAR batch files, CIFAR archives, .npz, IDX (raw and gzip)"),
-    ("robal-models", "fuzz_checkpoints", "checkpoints (safetensors): arbitrary bytes, damaged headers and data"),
+    (
+        "robal-models",
+        "fuzz_checkpoints",
+        "checkpoints (safetensors: arbitrary bytes, damaged headers and data) and PyTorch zips (damaged real file)",
+    ),
     ("robal", "fuzz_config", "TOML configs and --set overrides"),
+    ("robal-eval", "fuzz_files", "evaluation reports (arbitrary and damaged real ones) and shard files"),
 ];
 
 #[derive(Args)]

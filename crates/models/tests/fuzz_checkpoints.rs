@@ -72,3 +72,44 @@ proptest! {
         })?;
     }
 }
+
+/// A real PyTorch checkpoint (`fixtures/reference_wrn10_1_fc.pt`, the zip format of
+/// torch.save) with one byte changed or cut short: imported, or an error naming the file.
+#[test]
+fn damaged_pytorch_checkpoints_import_or_name_the_file() {
+    let original =
+        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/reference_wrn10_1_fc.pt")).unwrap();
+    let wrn = || {
+        let cfg = ModelConfig {
+            arch: Arch::WideResNet { depth: 10, widen: 1, dropout: 0.0 },
+            in_channels: 3,
+            num_classes: 10,
+            head: HeadConfig::Fc,
+            normalization: None,
+        };
+        Classifier::new(cfg, &Device::Cpu, 0).unwrap()
+    };
+    let mut runner =
+        proptest::test_runner::TestRunner::new(ProptestConfig { cases: fuzz::cases(24), ..ProptestConfig::default() });
+    let strategy = (any::<prop::sample::Index>(), any::<u8>(), any::<bool>());
+    runner
+        .run(&strategy, |(pos, byte, cut)| {
+            let mut bytes = original.clone();
+            let i = pos.index(bytes.len());
+            if cut {
+                bytes.truncate(i)
+            } else {
+                bytes[i] = byte
+            }
+            fuzz::within(move || -> Result<(), TestCaseError> {
+                let tmp = tempfile::tempdir().unwrap();
+                let p = tmp.path().join("damaged.pt");
+                std::fs::write(&p, &bytes).unwrap();
+                if let Err(e) = checkpoint::import_pytorch(&wrn(), &p) {
+                    prop_assert!(e.to_string().contains("damaged.pt"), "{}", e);
+                }
+                Ok(())
+            })
+        })
+        .unwrap();
+}
