@@ -216,8 +216,10 @@ fn plot_err(e: impl std::fmt::Display) -> EvalError {
 pub fn per_class_vs_count_svg(title: &str, summaries: &[MethodSummary], train_counts: &[usize]) -> Result<String> {
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, (900, 520)).into_drawing_area();
-        root.fill(&WHITE).map_err(plot_err)?;
+        let full = SVGBackend::with_string(&mut svg, (1120, 520)).into_drawing_area();
+        full.fill(&WHITE).map_err(plot_err)?;
+        // The legend gets its own column: the lines cover the whole plot area.
+        let (root, legend) = full.split_horizontally(860);
         let lo = train_counts.iter().copied().min().unwrap_or(1).max(1) as f64;
         let hi = train_counts.iter().copied().max().unwrap_or(1).max(1) as f64;
         let mut chart = ChartBuilder::on(&root)
@@ -231,10 +233,17 @@ pub fn per_class_vs_count_svg(title: &str, summaries: &[MethodSummary], train_co
             .configure_mesh()
             .x_desc("training images of the class (log scale)")
             .y_desc("worst-case robust accuracy (%)")
+            .x_labels(12)
+            .x_label_formatter(&|v| format!("{v:.0}"))
+            .y_label_formatter(&|v| format!("{v:.0}"))
+            .light_line_style(WHITE)
             .draw()
             .map_err(plot_err)?;
         for (i, m) in summaries.iter().enumerate() {
             let color = PALETTE[i % PALETTE.len()];
+            let y = 40 + 24 * i as i32;
+            legend.draw(&PathElement::new([(8, y), (30, y)], color.stroke_width(3))).map_err(plot_err)?;
+            legend.draw(&Text::new(m.method.clone(), (36, y - 7), ("sans-serif", 14))).map_err(plot_err)?;
             let Some(w) = m.figures.last() else { continue };
             let mut pts: Vec<(f64, f64, f64)> = train_counts
                 .iter()
@@ -245,9 +254,7 @@ pub fn per_class_vs_count_svg(title: &str, summaries: &[MethodSummary], train_co
             pts.sort_by(|a, b| a.0.total_cmp(&b.0));
             chart
                 .draw_series(LineSeries::new(pts.iter().map(|p| (p.0, p.1)), color.stroke_width(2)))
-                .map_err(plot_err)?
-                .label(m.method.clone())
-                .legend(move |(x, y)| PathElement::new([(x, y), (x + 14, y)], color.stroke_width(2)));
+                .map_err(plot_err)?;
             chart
                 .draw_series(pts.iter().map(|&(x, y, sd)| {
                     PathElement::new([(x, (y - sd).max(0.0)), (x, (y + sd).min(100.0))], color.stroke_width(1))
@@ -255,14 +262,7 @@ pub fn per_class_vs_count_svg(title: &str, summaries: &[MethodSummary], train_co
                 .map_err(plot_err)?;
             chart.draw_series(pts.iter().map(|&(x, y, _)| Circle::new((x, y), 3, color.filled()))).map_err(plot_err)?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(plot_err)?;
-        root.present().map_err(plot_err)?;
+        full.present().map_err(plot_err)?;
     }
     Ok(svg)
 }
