@@ -13,6 +13,14 @@ fn write(dir: &std::path::Path, name: &str, bytes: &[u8]) -> std::path::PathBuf 
     p
 }
 
+/// `bytes` as a gzip stream.
+fn gzipped(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(bytes).unwrap();
+    enc.finish().unwrap()
+}
+
 /// One valid CIFAR-10 record: label byte + 3072 pixel bytes.
 fn record(label: u8, fill: u8) -> Vec<u8> {
     let mut r = vec![label];
@@ -60,15 +68,8 @@ proptest! {
     fn archives_of_any_bytes_fail_cleanly(bytes in proptest::collection::vec(any::<u8>(), 0..4000), gzip in any::<bool>()) {
         fuzz::within(move || -> Result<(), TestCaseError> {
             let tmp = tempfile::tempdir().unwrap();
-            let bytes = if gzip {
-                // A valid gzip stream around garbage: the tar reader sees the garbage.
-                use std::io::Write;
-                let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-                enc.write_all(&bytes).unwrap();
-                enc.finish().unwrap()
-            } else {
-                bytes
-            };
+            // A valid gzip stream around garbage: the tar reader sees the garbage.
+            let bytes = if gzip { gzipped(&bytes) } else { bytes };
             let p = write(tmp.path(), "cifar-10-binary.tar.gz", &bytes);
             let r = cifar::read(&p, Cifar::Cifar10, Split::Test);
             prop_assert!(r.is_err());
@@ -103,14 +104,7 @@ proptest! {
                 dims.iter().for_each(|d| bytes.extend_from_slice(&d.to_be_bytes()));
             }
             bytes.extend_from_slice(&body);
-            let bytes = if gzip {
-                use std::io::Write;
-                let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-                enc.write_all(&bytes).unwrap();
-                enc.finish().unwrap()
-            } else {
-                bytes
-            };
+            let bytes = if gzip { gzipped(&bytes) } else { bytes };
             let tmp = tempfile::tempdir().unwrap();
             let p = write(tmp.path(), "images-idx3-ubyte", &bytes);
             match robal_data::idx::read(&p) {
