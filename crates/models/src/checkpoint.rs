@@ -257,6 +257,31 @@ fn is_normalization_key(bare: &str) -> bool {
     NORMALIZATION_KEYS.iter().flatten().any(|k| *k == bare)
 }
 
+/// Check the CRC32 that a zip checkpoint (`torch.save` since 1.6) stores for every entry,
+/// by reading each entry to its end (the zip reader compares the checksum there; candle
+/// reads tensor storages by size and never gets that far). A flipped byte in a tensor's
+/// data is then an error naming the file and the entry, not silently different weights.
+/// Files that are not zip archives (PyTorch's legacy format) carry no checksum and pass.
+pub fn verify_zip_entries(path: &Path) -> Result<()> {
+    let mut file = std::fs::File::open(path).map_err(|e| ckpt_err(path, format!("cannot open: {e}")))?;
+    let mut magic = [0u8; 4];
+    let is_zip = std::io::Read::read_exact(&mut file, &mut magic).is_ok() && magic == *b"PK\x03\x04";
+    if !is_zip {
+        return Ok(());
+    }
+    let mut archive =
+        zip::ZipArchive::new(file).map_err(|e| ckpt_err(path, format!("not a readable PyTorch checkpoint: {e}")))?;
+    for i in 0..archive.len() {
+        let mut entry =
+            archive.by_index(i).map_err(|e| ckpt_err(path, format!("zip entry {i} cannot be read: {e}")))?;
+        let name = entry.name().map(|n| n.to_string()).unwrap_or_else(|_| format!("#{i}"));
+        std::io::copy(&mut entry, &mut std::io::sink()).map_err(|e| {
+            ckpt_err(path, format!("zip entry {name}: {e} (the stored CRC32 does not match: the file is corrupted)"))
+        })?;
+    }
+    Ok(())
+}
+
 /// Load a PyTorch checkpoint of the reference implementation (a `state_dict`, or a
 /// dict holding one under `state_dict`/`model`) into `model`, mapping names with
 /// [`map_reference_name`]. The architecture comes from the caller.
@@ -271,6 +296,7 @@ pub fn import_pytorch_with_normalization(model: &Classifier, path: &Path) -> Res
     if !path.is_file() {
         return Err(ckpt_err(path, "checkpoint not found"));
     }
+    verify_zip_entries(path)?;
     let mut raw = candle_core::pickle::read_all(path)
         .map_err(|e| ckpt_err(path, format!("not a readable PyTorch checkpoint: {e}")))?;
     if raw.is_empty() {

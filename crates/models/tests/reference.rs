@@ -252,3 +252,47 @@ fn common_pytorch_layouts_give_pytorchs_logits() {
         assert!(err < 1e-4, "{key}: logits differ from PyTorch by {err}");
     }
 }
+
+/// Byte offsets in a zip of the local header of entry `name` and of its data (stored
+/// entries: torch.save does not compress). Local header: signature, ..., name length at
+/// 26, extra length at 28, then the name, the extra field and the data.
+fn zip_entry(bytes: &[u8], name: &str) -> (usize, usize) {
+    let header = (0..bytes.len() - 30)
+        .find(|&i| bytes[i..i + 4] == *b"PK\x03\x04" && bytes[i + 30..].starts_with(name.as_bytes()))
+        .unwrap_or_else(|| panic!("no local header for {name}"));
+    let le = |at: usize| u16::from_le_bytes([bytes[at], bytes[at + 1]]) as usize;
+    (header, header + 30 + le(header + 26) + le(header + 28))
+}
+
+/// PyTorch stores a CRC32 per zip entry and neither candle nor `torch.load` checks it:
+/// a flipped byte inside a tensor's data loaded silently. robal-rs checks it: the flip is
+/// refused naming the file and the entry, while a flip in a field the checksum does not
+/// cover (the entry's modification time) is no false alarm.
+#[test]
+fn a_flipped_byte_in_tensor_data_is_refused_and_a_flipped_timestamp_is_not() {
+    let original = std::fs::read(fixture("reference_wrn10_1_fc.pt")).unwrap();
+    let entry = "reference_wrn10_1_fc/data/0";
+    let (header, data) = zip_entry(&original, entry);
+    let tmp = tempfile::tempdir().unwrap();
+    let fc = HeadConfig::Fc;
+    let arch = Arch::WideResNet { depth: 10, widen: 1, dropout: 0.0 };
+
+    let mut flipped = original.clone();
+    flipped[data + 100] ^= 0x01; // one bit of the first convolution's weights
+    let p = tmp.path().join("flipped.pt");
+    std::fs::write(&p, &flipped).unwrap();
+    let e = import_pytorch(&model(arch.clone(), fc, 10), &p).unwrap_err().to_string();
+    assert!(e.contains("flipped.pt") && e.contains(entry) && e.contains("CRC32"), "{e}");
+
+    let mut touched = original.clone();
+    touched[header + 10] ^= 0x01; // last-modified time of the same entry's local header
+    let q = tmp.path().join("touched.pt");
+    std::fs::write(&q, &touched).unwrap();
+    let (a, b) = (model(arch.clone(), fc, 10), model(arch, fc, 10));
+    import_pytorch(&a, &fixture("reference_wrn10_1_fc.pt")).unwrap();
+    import_pytorch(&b, &q).unwrap();
+    for ((n, x), (_, y)) in a.store().state().iter().zip(b.store().state().iter()) {
+        let d = (x - y).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert_eq!(d, 0.0, "{n}");
+    }
+}
