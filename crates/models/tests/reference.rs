@@ -281,14 +281,14 @@ fn a_flipped_byte_in_tensor_data_is_refused_and_a_flipped_timestamp_is_not() {
     flipped[data + 100] ^= 0x01; // one bit of the first convolution's weights
     let p = tmp.path().join("flipped.pt");
     std::fs::write(&p, &flipped).unwrap();
-    let e = import_pytorch(&model(arch.clone(), fc, 10), &p).unwrap_err().to_string();
+    let e = import_pytorch(&model(arch, fc, 10), &p).unwrap_err().to_string();
     assert!(e.contains("flipped.pt") && e.contains(entry) && e.contains("CRC32"), "{e}");
 
     let mut touched = original.clone();
     touched[header + 10] ^= 0x01; // last-modified time of the same entry's local header
     let q = tmp.path().join("touched.pt");
     std::fs::write(&q, &touched).unwrap();
-    let (a, b) = (model(arch.clone(), fc, 10), model(arch, fc, 10));
+    let (a, b) = (model(arch, fc, 10), model(arch, fc, 10));
     import_pytorch(&a, &fixture("reference_wrn10_1_fc.pt")).unwrap();
     import_pytorch(&b, &q).unwrap();
     for ((n, x), (_, y)) in a.store().state().iter().zip(b.store().state().iter()) {
