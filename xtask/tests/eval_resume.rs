@@ -119,15 +119,25 @@ fn killed_evaluation_resumes_and_shards_merge_to_the_uninterrupted_report() {
         std::fs::read(killed.join("model_info.json")).unwrap(),
         std::fs::read(whole.join("model_info.json")).unwrap()
     );
-    // The same state resumed with other options (--limit) is refused by name.
+    // Other options (--limit) into this folder: refused while it holds the finished
+    // report (the folder rule: eval_spec.json), and, with only a state file left, the
+    // state resumed with other options is refused by name.
     std::fs::copy(&partial, &state).unwrap();
-    let out = xtask()
-        .arg("eval")
-        .arg(run)
-        .args(["--limit", "40", "--batch", "8", "--attacks", "pgd,apgd-t", "--steps", "5", "--resume", "--out"])
-        .arg(&killed)
-        .output()
-        .unwrap();
+    let other = || {
+        xtask()
+            .arg("eval")
+            .arg(run)
+            .args(["--limit", "40", "--batch", "8", "--attacks", "pgd,apgd-t", "--steps", "5", "--resume", "--out"])
+            .arg(&killed)
+            .output()
+            .unwrap()
+    };
+    let out = other();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("already holds the report of another evaluation"), "{err}");
+    std::fs::remove_file(killed.join("report.json")).unwrap();
+    let out = other();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("eval_state.json") && err.contains("other options"), "{err}");
