@@ -86,7 +86,7 @@ fn show_sources(name: &str) -> Result<()> {
     let file: toml::Table = std::fs::read_to_string(&path)?.parse()?;
     let rows = crate::provenance::rows_of(&crate::workspace::root().join("configs"), name)?;
     println!("# {}: each field and where it comes from (configs/provenance/)\n", path.display());
-    for (key, value) in crate::provenance::leaves(&file) {
+    for (key, value) in robal::config::toml_leaves(&file) {
         let line = format!("{key} = {value}");
         match rows.get(&key) {
             Some(r) if r.note.is_empty() => println!("{line:<48} # {}", r.source),

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Context, Result};
+use robal::config::toml_leaves;
 use robal::TrainConfig;
 
 /// Keys a preset sets that are not part of the experiment (where files are, how often
@@ -77,22 +78,6 @@ pub fn load(dir: &Path) -> Result<Vec<Row>> {
 fn parse_value(text: &str) -> Result<toml::Value> {
     let table: toml::Table = format!("v = {}", text.trim()).parse()?;
     table.get("v").cloned().context("no value")
-}
-
-/// Leaf keys of a TOML table as dotted paths (inline tables flattened, arrays whole).
-pub fn leaves(table: &toml::Table) -> Vec<(String, toml::Value)> {
-    fn walk(prefix: &str, t: &toml::Table, out: &mut Vec<(String, toml::Value)>) {
-        for (k, v) in t {
-            let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
-            match v {
-                toml::Value::Table(inner) => walk(&path, inner, out),
-                other => out.push((path, other.clone())),
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk("", table, &mut out);
-    out
 }
 
 /// The value at a dotted path of a table.
@@ -168,7 +153,7 @@ pub fn check(rows: &[Row], configs: &Path) -> Result<Vec<String>> {
                 Some(_) => {}
             }
         }
-        for (key, _) in leaves(&file) {
+        for (key, _) in toml_leaves(&file) {
             if !UNTRACED.contains(&key.as_str()) && !seen.contains(key.as_str()) {
                 problems.push(format!("{preset}: {key} is set in {} but has no provenance row", path.display()));
             }

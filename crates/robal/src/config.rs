@@ -531,6 +531,24 @@ pub struct TrainConfig {
     pub etf: Option<EtfConfig>,
 }
 
+/// The leaf keys of a TOML table as `(dotted.key, value)` pairs, in key order: tables
+/// (inline ones too) are walked, arrays are one value. The inverse view of
+/// [`apply_override`]'s dotted keys.
+pub fn toml_leaves(table: &toml::Table) -> Vec<(String, toml::Value)> {
+    fn walk(prefix: &str, t: &toml::Table, out: &mut Vec<(String, toml::Value)>) {
+        for (k, v) in t {
+            let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+            match v {
+                toml::Value::Table(inner) => walk(&key, inner, out),
+                other => out.push((key, other.clone())),
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk("", table, &mut out);
+    out
+}
+
 /// Set `dotted.key = value` in a TOML table; the value is parsed as TOML
 /// (`2`, `0.1`, `true`, `"x"`, `[60, 75]`) and taken as a string otherwise.
 pub fn apply_override(doc: &mut toml::Table, assignment: &str) -> Result<()> {

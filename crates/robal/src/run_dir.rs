@@ -7,10 +7,12 @@
 //! killed run never leaves a stale lock. The file's text (pid, host, purpose, start
 //! time) only serves the error message of a process that finds it held.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use crate::config::toml_leaves;
 use crate::error::{Result, TrainError};
 
 /// The folder of one training run and the names of its files.
@@ -138,6 +140,12 @@ impl RunDir {
     /// into a new subfolder `replaced-<unix time>[-n]`, and return that subfolder.
     /// Nothing is deleted; call with the lock held.
     pub fn move_aside(&self) -> Result<PathBuf> {
+        self.move_aside_where(|_| true)
+    }
+
+    /// [`RunDir::move_aside`] for the entries whose file name `pick` accepts (an
+    /// evaluation moves only its report files out of a run folder).
+    pub fn move_aside_where(&self, pick: impl Fn(&str) -> bool) -> Result<PathBuf> {
         let stamp =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
         let mut aside = self.path.join(format!("replaced-{stamp}"));
@@ -150,7 +158,8 @@ impl RunDir {
         for entry in std::fs::read_dir(&self.path).map_err(io(&self.path))? {
             let entry = entry.map_err(io(&self.path))?;
             let name = entry.file_name();
-            let keep = name == LOCK_FILE || name.to_string_lossy().starts_with("replaced-");
+            let text = name.to_string_lossy();
+            let keep = text == LOCK_FILE || text.starts_with("replaced-") || !pick(&text);
             if !keep {
                 std::fs::rename(entry.path(), aside.join(&name)).map_err(io(&entry.path()))?;
             }
@@ -181,28 +190,13 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
 /// The fields whose values differ between two configs (TOML texts), as
 /// `key: old -> new` lines, keys dotted (`train.lr`), in key order.
 pub fn config_differences(old: &str, new: &str) -> Vec<String> {
-    fn flatten(prefix: &str, v: &toml::Value, out: &mut std::collections::BTreeMap<String, String>) {
-        match v {
-            toml::Value::Table(t) => {
-                for (k, v) in t {
-                    let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
-                    flatten(&key, v, out);
-                }
-            }
-            other => {
-                out.insert(prefix.to_string(), other.to_string());
-            }
-        }
-    }
-    let parse = |s: &str| {
-        let mut out = std::collections::BTreeMap::new();
-        if let Ok(t) = s.parse::<toml::Table>() {
-            flatten("", &toml::Value::Table(t), &mut out);
-        }
-        out
+    let parse = |s: &str| -> BTreeMap<String, String> {
+        s.parse::<toml::Table>()
+            .map(|t| toml_leaves(&t).into_iter().map(|(k, v)| (k, v.to_string())).collect())
+            .unwrap_or_default()
     };
     let (a, b) = (parse(old), parse(new));
-    let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
     keys.into_iter()
         .filter(|k| a.get(*k) != b.get(*k))
         .map(|k| {
