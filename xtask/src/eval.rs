@@ -254,14 +254,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
             out.join(SPEC_FILE).display(),
             out.display()
         );
-        let stamp =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        let aside = out.join(format!("replaced-{stamp}"));
-        std::fs::create_dir_all(&aside).with_context(|| format!("creating {}", aside.display()))?;
-        for f in REPORT_FILES.iter().map(|f| out.join(f)).filter(|f| f.is_file()) {
-            let to = aside.join(f.file_name().unwrap_or_default());
-            std::fs::rename(&f, &to).with_context(|| format!("moving {} aside", f.display()))?;
-        }
+        let aside = robal::RunDir::new(&out).move_aside_where(|name| REPORT_FILES.contains(&name))?;
         println!("moved the previous report aside into {}", aside.display());
     }
     let part = robal_eval::evaluate_part(&loaded.model, &test, &a.checkpoint, &data_name, &opts)?;
