@@ -225,25 +225,22 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions, device: &Device) -> Result<Ru
     let ckpt_path = run.checkpoint();
     let state = run.state();
     let saved = std::fs::read_to_string(&config_path).ok();
+    // This very run, finished: report it (with or without --resume), unless replacing it.
+    if state == RunState::Finished && saved.as_deref() == Some(config_text.as_str()) && !opts.overwrite {
+        return recorded_summary(&run);
+    }
     if state != RunState::Empty && opts.overwrite {
         run.move_aside()?;
     } else if state != RunState::Empty && !opts.resume {
-        if state == RunState::Finished && saved.as_deref() == Some(config_text.as_str()) {
-            return recorded_summary(&run);
-        }
+        let epochs = saved_epochs(saved.as_deref());
         let differences = config_differences(saved.as_deref().unwrap_or(""), &config_text);
         return Err(TrainError::RunExists {
             path: run_dir.display().to_string(),
             holds: match state {
-                RunState::Finished => format!("finished, {} epochs", saved_epochs(saved.as_deref())),
-                _ => format!(
-                    "unfinished, {} of {} epochs checkpointed",
-                    match state {
-                        RunState::Unfinished { epochs_done } => epochs_done,
-                        _ => 0,
-                    },
-                    saved_epochs(saved.as_deref())
-                ),
+                RunState::Unfinished { epochs_done } => {
+                    format!("unfinished, {epochs_done} of {epochs} epochs checkpointed")
+                }
+                _ => format!("finished, {epochs} epochs"),
             },
             differences: if differences.is_empty() {
                 String::new()
@@ -251,8 +248,6 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions, device: &Device) -> Result<Ru
                 format!(" with another config:\n  {}", differences.join("\n  "))
             },
         });
-    } else if state == RunState::Finished && opts.resume && saved.as_deref() == Some(config_text.as_str()) {
-        return recorded_summary(&run);
     }
     let resume = opts.resume && !opts.overwrite;
     let (train_set, validation, test_set) = load_splits(cfg)?;
