@@ -320,11 +320,13 @@ pub fn report(plan: &Plan) -> Result<()> {
     timings += &plan.evals.iter().map(|e| format!("eval {} (min)", e.name)).collect::<Vec<_>>().join(" | ");
     timings += &format!(" |\n|---|---:|---:|{}\n", "---:|".repeat(plan.evals.len()));
     let mut rows = vec![String::new(); tasks.len()];
+    // Each run's metrics.jsonl, read once: for its training time and for the curves.
+    let metrics: Vec<Option<String>> =
+        tasks.iter().map(|t| std::fs::read_to_string(RunDir::new(&t.dir).metrics()).ok()).collect();
     for t in &tasks {
-        let metrics = std::fs::read_to_string(RunDir::new(&t.dir).metrics()).ok();
         // Epoch lines carry `seconds`; a run not started has none, a running one fewer
         // than its config's epochs.
-        let epochs: Vec<f64> = metrics
+        let epochs: Vec<f64> = metrics[t.index]
             .iter()
             .flat_map(|m| m.lines())
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
@@ -352,8 +354,7 @@ pub fn report(plan: &Plan) -> Result<()> {
             let report = robal_eval::Report::load(&dir.join("report.json"))?;
             let secs: f64 = report.attacks.iter().map(|a| a.seconds).sum();
             rows[t.index] += &format!(" {:.1} |", secs / 60.0);
-            let metrics = std::fs::read_to_string(RunDir::new(&t.dir).metrics()).ok();
-            runs.push(StudyRun { method: t.preset.clone(), seed: t.seed, report, metrics });
+            runs.push(StudyRun { method: t.preset.clone(), seed: t.seed, report, metrics: metrics[t.index].clone() });
         }
         if runs.is_empty() {
             println!("evaluation {}: no run evaluated yet", e.name);

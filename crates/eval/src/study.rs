@@ -117,16 +117,21 @@ pub struct MethodSummary {
     pub figures: Vec<Figure>,
 }
 
+/// The methods of `runs`, each once, in order of first appearance.
+fn methods(runs: &[StudyRun]) -> Vec<&str> {
+    let mut out: Vec<&str> = Vec::new();
+    for r in runs {
+        if !out.contains(&r.method.as_str()) {
+            out.push(&r.method);
+        }
+    }
+    out
+}
+
 /// Aggregate the runs by method (methods in order of first appearance). Runs of a
 /// method must have been evaluated on the same images with the same attacks.
 pub fn summarize(runs: &[StudyRun]) -> Result<Vec<MethodSummary>> {
-    let mut methods: Vec<&str> = Vec::new();
-    for r in runs {
-        if !methods.contains(&r.method.as_str()) {
-            methods.push(&r.method);
-        }
-    }
-    methods
+    methods(runs)
         .into_iter()
         .map(|m| {
             let of: Vec<&StudyRun> = runs.iter().filter(|r| r.method == m).collect();
@@ -271,12 +276,6 @@ pub fn per_class_vs_count_svg(title: &str, summaries: &[MethodSummary], train_co
 /// periodic test PGD accuracy, or the adversarial batch accuracy where the runs have
 /// no quick evaluations (right). SVG text.
 pub fn curves_svg(title: &str, runs: &[StudyRun]) -> Result<String> {
-    let mut methods: Vec<&str> = Vec::new();
-    runs.iter().for_each(|r| {
-        if !methods.contains(&r.method.as_str()) {
-            methods.push(&r.method)
-        }
-    });
     let mean_curve = |label: &str, curves: Vec<&Curve>| {
         let mut by_x: std::collections::BTreeMap<i64, Vec<f64>> = Default::default();
         for c in curves {
@@ -293,7 +292,7 @@ pub fn curves_svg(title: &str, runs: &[StudyRun]) -> Result<String> {
         }
     };
     let (mut loss, mut acc) = (Vec::new(), Vec::new());
-    for m in methods {
+    for m in methods(runs) {
         let parsed: Vec<(Vec<Curve>, Vec<Curve>)> = runs
             .iter()
             .filter(|r| r.method == m)
