@@ -108,16 +108,10 @@ pub struct EvalArgs {
 /// What makes two evaluations the same: the model (its tensors' digest), the images,
 /// the attacks and their settings, the audit. Saved as `eval_spec.json` beside the report.
 fn spec_text(loaded: &robal_eval::LoadedModel, data_name: &str, images: usize, opts: &EvalOptions) -> Result<String> {
-    let digest = robal_models::checkpoint::read_metadata(&loaded.path)
-        .ok()
-        .and_then(|m| m.get(robal_models::checkpoint::DIGEST_KEY).cloned())
-        .or_else(|| {
-            let m = std::fs::metadata(&loaded.path).ok()?;
-            Some(format!("{} bytes, modified {:?}", m.len(), m.modified().ok()?))
-        });
+    // The model by what it computes, not by path: a moved run folder is the same evaluation.
+    let model = robal_models::checkpoint::model_digest(&loaded.model)?;
     Ok(serde_json::to_string_pretty(&serde_json::json!({
-        "checkpoint": loaded.path.display().to_string(),
-        "digest": digest,
+        "model": model,
         "head": describe_head(&loaded.model),
         "data": data_name,
         "images": images,

@@ -119,6 +119,26 @@ fn killed_evaluation_resumes_and_shards_merge_to_the_uninterrupted_report() {
         std::fs::read(killed.join("model_info.json")).unwrap(),
         std::fs::read(whole.join("model_info.json")).unwrap()
     );
+    // The run folder moved (a study renamed, a results folder reorganised): the saved
+    // progress still belongs to the same model, so it resumes rather than being refused.
+    let moved_run = tmp.path().join("moved-run");
+    std::fs::create_dir(&moved_run).unwrap();
+    for f in ["model.safetensors", "config.toml"] {
+        std::fs::copy(run.join(f), moved_run.join(f)).unwrap();
+    }
+    let moved = tmp.path().join("moved");
+    std::fs::create_dir(&moved).unwrap();
+    std::fs::copy(&partial, moved.join("eval_state.json")).unwrap();
+    let out = eval(&moved_run, &moved).arg("--resume").output().unwrap();
+    ok(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("resuming from") && err.contains("attacks begun"), "{err}");
+    let pathless = |p: &Path| {
+        let mut v: Value = serde_json::from_str(&untimed(&p.join("report.json"))).unwrap();
+        v.as_object_mut().unwrap().remove("checkpoint");
+        v
+    };
+    assert_eq!(pathless(&moved), pathless(&whole), "resumed after the move differs");
     // Other options (--limit) into this folder: refused while it holds the finished
     // report (the folder rule: eval_spec.json), and, with only a state file left, the
     // state resumed with other options is refused by name.
@@ -140,7 +160,7 @@ fn killed_evaluation_resumes_and_shards_merge_to_the_uninterrupted_report() {
     let out = other();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("eval_state.json") && err.contains("other options"), "{err}");
+    assert!(err.contains("eval_state.json") && err.contains("another data set or --limit"), "{err}");
 
     // Two shards and a merge.
     let shards = tmp.path().join("shards");

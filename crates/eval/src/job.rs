@@ -411,8 +411,9 @@ pub fn evaluate_part(
     let batch = opts.batch.max(1);
     let (start, end, first_batch) = opts.shard.range(test.len(), batch);
     let part = test.subset(&(start..end).collect::<Vec<_>>())?;
+    let digest = robal_models::checkpoint::model_digest(model)?;
     let key = StateKey {
-        checkpoint: checkpoint.into(),
+        model: digest.clone(),
         data: data.into(),
         attacks: opts.attacks.clone(),
         settings: opts.settings,
@@ -425,6 +426,18 @@ pub fn evaluate_part(
         (Some(s), Some(path)) if s.resume => State::load(path, &key)?.map(|st| st.outcomes).unwrap_or_default(),
         _ => Vec::new(),
     };
+    if let (Some(path), Some(last)) = (&state_path, resume.last()) {
+        if opts.progress {
+            eprintln!(
+                "resuming from {}: {} of {} attacks begun, {} of {} images done in the last",
+                path.display(),
+                resume.len(),
+                opts.attacks.len(),
+                last.predicted.len(),
+                part.len()
+            );
+        }
+    }
     let mut save = |outcomes: &[AttackOutcome]| match &state_path {
         Some(path) => State { key: key.clone(), outcomes: outcomes.to_vec() }.save(path),
         None => Ok(()),
@@ -464,6 +477,7 @@ pub fn evaluate_part(
     }
     Ok(Evaluation {
         checkpoint: checkpoint.into(),
+        model: digest,
         data: data.into(),
         head: describe_head(model),
         settings: opts.settings,

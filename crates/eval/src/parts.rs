@@ -82,8 +82,12 @@ impl Shard {
 /// outcomes of one part (or of all of it).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Evaluation {
-    /// The checkpoint evaluated.
+    /// The checkpoint evaluated, as the user named it (for the report).
     pub checkpoint: String,
+    /// The model evaluated, by what it computes ([`robal_models::checkpoint::model_digest`]):
+    /// shards agree on it wherever each found its copy of the checkpoint.
+    #[serde(default)]
+    pub model: String,
     /// Data set description.
     pub data: String,
     /// Head used.
@@ -139,7 +143,7 @@ impl Evaluation {
     /// The options that must agree between the parts of one evaluation.
     fn key(&self) -> impl PartialEq + '_ {
         (
-            (&self.checkpoint, &self.data, &self.head, &self.attacks, self.batch),
+            (&self.model, &self.data, &self.head, &self.attacks, self.batch),
             (serde_json::to_string(&self.settings).ok(), &self.class_names, &self.train_counts, self.total_images),
             self.shard.count,
         )
@@ -197,8 +201,10 @@ pub fn merge(mut parts: Vec<Evaluation>) -> Result<Evaluation> {
 /// What a state file was made for: resuming with other options is refused.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StateKey {
-    /// The checkpoint evaluated.
-    pub checkpoint: String,
+    /// The model evaluated, by what it computes ([`robal_models::checkpoint::model_digest`]),
+    /// not by its path: a moved run folder resumes, a retrained one does not.
+    #[serde(default)]
+    pub model: String,
     /// Data set description.
     pub data: String,
     /// Attack list.
@@ -211,6 +217,32 @@ pub struct StateKey {
     pub shard: Shard,
     /// Labels of the images of the part (so a changed `--limit` or data set is caught).
     pub labels: Vec<u32>,
+}
+
+impl StateKey {
+    /// What differs from `other`, named as the user knows it (empty when they are equal).
+    pub fn differences(&self, other: &StateKey) -> Vec<&'static str> {
+        let mut d = Vec::new();
+        if self.model != other.model {
+            d.push("model (other weights or head)");
+        }
+        if self.data != other.data || self.labels != other.labels {
+            d.push("data set or --limit");
+        }
+        if self.attacks != other.attacks {
+            d.push("attack list");
+        }
+        if self.settings != other.settings {
+            d.push("attack settings");
+        }
+        if self.batch != other.batch {
+            d.push("batch size");
+        }
+        if self.shard != other.shard {
+            d.push("shard");
+        }
+        d
+    }
 }
 
 /// The progress of an evaluation, saved while it runs.
@@ -231,10 +263,14 @@ impl State {
         let text = std::fs::read_to_string(path).map_err(|e| file_err(path, format!("cannot read: {e}")))?;
         let state: State = serde_json::from_str(&text)
             .map_err(|e| file_err(path, format!("not a robal-eval state file (truncated or corrupt?): {e}")))?;
-        if &state.key != key {
+        let differ = state.key.differences(key);
+        if !differ.is_empty() {
             return Err(file_err(
                 path,
-                "was saved by an evaluation with other options (checkpoint, data, --limit, attacks, settings, batch or shard); run without --resume to start over",
+                format!(
+                    "was saved by an evaluation with another {}; run without --resume to start over (or remove this file)",
+                    differ.join(", ")
+                ),
             ));
         }
         Ok(Some(state))

@@ -67,6 +67,36 @@ pub fn tensor_digest<'a>(
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// What a model computes, as hex: SHA-256 of its [`ModelConfig`] (JSON), post-hoc
+/// `tau_p`, class counts and [`tensor_digest`] of every parameter and buffer.
+/// Two models with the same digest give the same logits, wherever their files sit:
+/// an evaluation's saved progress is keyed by it, so a moved or renamed run folder
+/// still resumes.
+pub fn model_digest(model: &Classifier) -> Result<String> {
+    let (_, tensors) = cpu_state(model)?;
+    let config = serde_json::to_string(model.config())
+        .map_err(|e| ModelError::Invalid { what: "model config", reason: format!("does not serialize: {e}") })?;
+    let mut h = Sha256::new();
+    for part in [config, format!("{:?}", model.posthoc_tau()), format!("{:?}", model.class_counts()), tensors] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Every parameter and buffer of `model`, contiguous on the CPU, with their [`tensor_digest`].
+fn cpu_state(model: &Classifier) -> Result<(Vec<(String, Tensor)>, String)> {
+    let state: Vec<(String, Tensor)> = model
+        .store()
+        .state()
+        .into_iter()
+        .map(|(n, t)| Ok((n, t.to_device(&Device::Cpu)?.contiguous()?)))
+        .collect::<Result<_>>()?;
+    let data: Vec<_> = state.iter().map(|(n, t)| (n.as_str(), View::dtype(t), View::shape(t), View::data(t))).collect();
+    let digest = tensor_digest(data.iter().map(|(n, d, s, b)| (*n, *d, *s, b.as_ref())));
+    Ok((state, digest))
+}
+
 fn ckpt_err(path: &Path, reason: impl Into<String>) -> ModelError {
     ModelError::Checkpoint { path: path.to_path_buf(), reason: reason.into() }
 }
@@ -86,14 +116,8 @@ pub fn save(model: &Classifier, path: &Path, info: &CheckpointInfo) -> Result<()
     if let Some(t) = model.posthoc_tau() {
         meta.insert("robal.posthoc_tau".into(), format!("{t:?}"));
     }
-    let state: Vec<(String, Tensor)> = model
-        .store()
-        .state()
-        .into_iter()
-        .map(|(n, t)| Ok((n, t.to_device(&Device::Cpu)?.contiguous()?)))
-        .collect::<Result<_>>()?;
-    let data: Vec<_> = state.iter().map(|(n, t)| (n.as_str(), View::dtype(t), View::shape(t), View::data(t))).collect();
-    meta.insert(DIGEST_KEY.into(), tensor_digest(data.iter().map(|(n, d, s, b)| (*n, *d, *s, b.as_ref()))));
+    let (state, digest) = cpu_state(model)?;
+    meta.insert(DIGEST_KEY.into(), digest);
     let bytes = safetensors::serialize(state.iter().map(|(n, t)| (n.as_str(), t)), Some(meta))
         .map_err(|e| ckpt_err(path, e.to_string()))?;
     robal_data::write_atomic(path, &bytes)?;
