@@ -69,10 +69,10 @@ pub struct EvalArgs {
     /// Cosine gamma.
     #[arg(long)]
     gamma: Option<f64>,
-    /// Classes of a PyTorch checkpoint.
+    /// Classes of a PyTorch checkpoint (read from its head's weight when it has one).
     #[arg(long)]
     num_classes: Option<usize>,
-    /// Input channels of a PyTorch checkpoint (default 3).
+    /// Input channels of a PyTorch checkpoint (read from its first convolution; 3 if it has none).
     #[arg(long)]
     in_channels: Option<usize>,
     /// Post-hoc boundary adjustment z - tau_p log(prior).
@@ -267,8 +267,10 @@ pub fn run(a: EvalArgs) -> Result<()> {
         return Ok(());
     }
     let metrics = loaded.run_dir.as_ref().map(|d| d.join("metrics.jsonl"));
-    print_and_write(&part.report(), &out, metrics.as_deref(), a.no_audit)?;
+    // The spec before the report: report.json, written last, is what marks the folder as
+    // holding this evaluation; a kill in between leaves no report.json, so it is redone.
     robal_data::write_atomic(&out.join(SPEC_FILE), spec.as_bytes())?;
+    print_and_write(&part.report(), &out, metrics.as_deref(), a.no_audit)?;
     Ok(())
 }
 

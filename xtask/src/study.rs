@@ -169,6 +169,20 @@ impl Plan {
             ensure!(e.batch > 0, "eval[{i}].batch: expected at least 1");
         }
         ensure!(self.slurm.cpus > 0, "slurm.cpus: expected at least 1");
+        // They are written into the job scripts' #SBATCH lines.
+        let slurm = [
+            ("time", Some(&self.slurm.time)),
+            ("mem", Some(&self.slurm.mem)),
+            ("partition", self.slurm.partition.as_ref()),
+        ];
+        for (name, value) in slurm {
+            if let Some(v) = value {
+                ensure!(
+                    !v.is_empty() && v.chars().all(|c| c.is_ascii_graphic() && c != '\'' && c != '"'),
+                    "slurm.{name} {v:?}: expected one word (e.g. time = \"04:00:00\", mem = \"8G\")"
+                );
+            }
+        }
         Ok(())
     }
 
@@ -503,4 +517,58 @@ fn slurm(plan: &Plan, plan_path: &Path, submit: bool, wait: bool) -> Result<()> 
     }
     println!("submitted merge job {merge_id} after {id}{}", if wait { "; it has ended successfully" } else { "" });
     Ok(())
+}
+
+#[cfg(test)]
+#[path = "../../tests/support/fuzz.rs"]
+mod fuzz_support;
+
+/// Study plans read from damaged bytes (the repository's own plan with one byte
+/// replaced, or cut) load or fail naming the plan, and never panic or hang; a loaded
+/// plan's Slurm settings are single words (they go into `#SBATCH` lines).
+#[cfg(test)]
+mod fuzz_plans {
+    use super::fuzz_support as fuzz;
+    use proptest::prelude::*;
+
+    const PLAN: &str = include_str!("../../studies/fashion-mnist-lt.toml");
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: fuzz::cases(64), ..ProptestConfig::default() })]
+
+        #[test]
+        fn damaged_plans_load_or_name_the_file(
+            pos in any::<prop::sample::Index>(),
+            byte in any::<u8>(),
+            cut in any::<bool>(),
+        ) {
+            fuzz::within(move || -> Result<(), TestCaseError> {
+                let mut bytes = PLAN.as_bytes().to_vec();
+                let i = pos.index(bytes.len());
+                if cut { bytes.truncate(i) } else { bytes[i] = byte }
+                let tmp = tempfile::tempdir().unwrap();
+                let p = tmp.path().join("plan.toml");
+                std::fs::write(&p, &bytes).unwrap();
+                match super::Plan::load(&p) {
+                    Ok(plan) => {
+                        prop_assert!(!plan.tasks().is_empty());
+                        for v in [&plan.slurm.time, &plan.slurm.mem] {
+                            prop_assert!(!v.contains(char::is_whitespace), "{:?}", v);
+                        }
+                    }
+                    Err(e) => prop_assert!(format!("{e:#}").contains("plan.toml"), "{:#}", e),
+                }
+                Ok(())
+            })?;
+        }
+    }
+
+    #[test]
+    fn a_slurm_setting_that_is_not_one_word_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("plan.toml");
+        std::fs::write(&p, PLAN.replace("time = \"02:00:00\"", "time = \"02:00:00\\n#SBATCH --exclusive\"")).unwrap();
+        let e = format!("{:#}", super::Plan::load(&p).unwrap_err());
+        assert!(e.contains("slurm.time") && e.contains("one word"), "{e}");
+    }
 }

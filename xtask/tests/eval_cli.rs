@@ -178,10 +178,7 @@ fn bad_input_is_named() {
     let pt = tmp.path().join("x.pt");
     std::fs::write(&pt, b"not a pickle").unwrap();
     let err = failed(&xtask().arg("eval").arg(&pt).args(["--arch", "wrn-10-1"]).output().unwrap());
-    assert!(err.contains("--num-classes"), "{err}");
-    let err =
-        failed(&xtask().arg("eval").arg(&pt).args(["--arch", "wrn-10-1", "--num-classes", "10"]).output().unwrap());
-    assert!(err.contains("x.pt"), "{err}");
+    assert!(err.contains("x.pt") && err.contains("not a readable PyTorch checkpoint"), "{err}");
 
     // A truncated checkpoint.
     let bad = tmp.path().join("bad.safetensors");
@@ -219,6 +216,68 @@ fn bad_input_is_named() {
         &xtask().arg("eval").arg(&run).args(["--data", &format!("cifar100-bin:{}", c100.display())]).output().unwrap(),
     );
     assert!(err.contains("100 classes") && err.contains("predicts 10"), "{err}");
+    // The same weights as a foreign file (--arch): channels (1) and classes (10) are read
+    // from the tensors, so no --in-channels/--num-classes is needed; a flag that says
+    // otherwise is refused naming the tensor.
+    let weights = run.join("model.safetensors").display().to_string();
+    let foreign = tmp.path().join("foreign");
+    let stdout = ok(&xtask()
+        .args([
+            "eval",
+            &weights,
+            "--arch",
+            "small-cnn",
+            "--head",
+            "cosine",
+            "--data",
+            "mnist-lt",
+            "--limit",
+            "8",
+            "--attacks",
+            "clean",
+        ])
+        .args(["--no-audit", "--out"])
+        .arg(&foreign)
+        .output()
+        .unwrap());
+    assert!(stdout.contains("| clean |"), "{stdout}");
+    assert_eq!(json(&foreign.join("report.json"))["attacks"][0]["per_class"].as_array().unwrap().len(), 10);
+    let err = failed(
+        &xtask()
+            .args([
+                "eval",
+                &weights,
+                "--arch",
+                "small-cnn",
+                "--head",
+                "cosine",
+                "--data",
+                "mnist-lt",
+                "--in-channels",
+                "3",
+            ])
+            .output()
+            .unwrap(),
+    );
+    assert!(err.contains("--in-channels 3 contradicts") && err.contains("has 1"), "{err}");
+    let err = failed(
+        &xtask()
+            .args([
+                "eval",
+                &weights,
+                "--arch",
+                "small-cnn",
+                "--head",
+                "cosine",
+                "--data",
+                "mnist-lt",
+                "--num-classes",
+                "7",
+            ])
+            .output()
+            .unwrap(),
+    );
+    assert!(err.contains("head.weight has 10"), "{err}");
     // report on a folder never evaluated.
     let err = failed(&xtask().arg("report").arg(tmp.path()).output().unwrap());
     assert!(err.contains("report.json"), "{err}");
@@ -233,7 +292,7 @@ fn reference_pytorch_checkpoint_is_evaluated_with_architecture_flags() {
     let stdout = ok(&xtask()
         .arg("eval")
         .arg(&pt)
-        .args(["--arch", "wrn-10-1", "--head", "cosine", "--scale", "10", "--gamma", "0.03125", "--num-classes", "10"])
+        .args(["--arch", "wrn-10-1", "--head", "cosine", "--scale", "10", "--gamma", "0.03125"])
         .args(["--data", &bin, "--limit", "16", "--attacks", "fgsm", "--no-audit", "--out"])
         .arg(tmp.path())
         .output()

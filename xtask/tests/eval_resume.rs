@@ -75,6 +75,7 @@ fn eval(run: &Path, out: &Path) -> Command {
 /// Progress of APGD-T in a state file: (images done, images in all), if it has started.
 fn apgd_t_progress(state: &Path) -> Option<(usize, usize)> {
     let v: Value = serde_json::from_str(&std::fs::read_to_string(state).ok()?).ok()?;
+    let v = &v["content"]; // sealed: {"sha256", "content"}
     let n = v["key"]["labels"].as_array()?.len();
     let o = v["outcomes"].as_array()?.iter().find(|o| o["spec"] == "ApgdT")?;
     Some((o["predicted"].as_array()?.len(), n))
@@ -139,6 +140,12 @@ fn killed_evaluation_resumes_and_shards_merge_to_the_uninterrupted_report() {
         v
     };
     assert_eq!(pathless(&moved), pathless(&whole), "resumed after the move differs");
+    // Killed while writing the report (everything but report.json, which is written
+    // last): the folder holds no finished evaluation, so running again redoes it.
+    std::fs::remove_file(moved.join("report.json")).unwrap();
+    assert!(moved.join("eval_spec.json").is_file() && moved.join("report.md").is_file());
+    ok(&eval(&moved_run, &moved).output().unwrap());
+    assert_eq!(pathless(&moved), pathless(&whole));
     // Other options (--limit) into this folder: refused while it holds the finished
     // report (the folder rule: eval_spec.json), and, with only a state file left, the
     // state resumed with other options is refused by name.

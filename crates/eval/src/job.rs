@@ -34,9 +34,9 @@ pub struct ModelFlags {
     pub scale: Option<f64>,
     /// Cosine gamma.
     pub gamma: Option<f64>,
-    /// Classes (foreign checkpoints).
+    /// Classes (foreign checkpoints; read from the head's weight when the file has one).
     pub num_classes: Option<usize>,
-    /// Input channels (foreign checkpoints; 3 by default).
+    /// Input channels (foreign checkpoints; read from the first convolution's weight).
     pub in_channels: Option<usize>,
     /// Post-hoc adjustment z - tau_p log pi.
     pub tau_p: Option<f64>,
@@ -139,9 +139,29 @@ fn head_override(current: HeadConfig, flags: &ModelFlags) -> Result<Option<HeadC
     Ok((head != current).then_some(head))
 }
 
+/// Build the model of a foreign checkpoint from `--arch`/`--head` flags. Input channels
+/// and classes come from the file's own shapes (first convolution, head); a flag that
+/// contradicts them is an error naming the tensor, and one is needed only where the
+/// file does not say.
 fn import_foreign(path: &Path, arch: &str, flags: &ModelFlags, device: &Device) -> Result<Classifier> {
-    let num_classes =
-        flags.num_classes.ok_or_else(|| invalid("--num-classes", "a PyTorch checkpoint needs it (e.g. 10)"))?;
+    let arch: robal_models::Arch =
+        arch.parse().map_err(|e: robal_models::ModelError| invalid("--arch", e.to_string()))?;
+    let state = checkpoint::read_foreign(path)?;
+    let shape = checkpoint::foreign_shape(arch, &state)?;
+    let pick =
+        |flag: &str, given: Option<usize>, read: Option<(usize, String)>, default: Option<usize>| match (given, read) {
+            (Some(g), Some((r, tensor))) if g != r => Err(file_err(
+                path,
+                format!("{flag} {g} contradicts the checkpoint: its {tensor} has {r} (leave {flag} out to use it)"),
+            )),
+            (_, Some((r, _))) => Ok(r),
+            (Some(g), None) => Ok(g),
+            (None, None) => default.ok_or_else(|| {
+                invalid(flag, "this checkpoint has no head weight to read it from; give it (e.g. 10)".to_string())
+            }),
+        };
+    let in_channels = pick("--in-channels", flags.in_channels, shape.in_channels, Some(3))?;
+    let num_classes = pick("--num-classes", flags.num_classes, shape.num_classes, None)?;
     let head = match flags.head.as_deref().unwrap_or("fc") {
         "fc" => HeadConfig::Fc,
         "cosine" => HeadConfig::Cosine {
@@ -151,17 +171,10 @@ fn import_foreign(path: &Path, arch: &str, flags: &ModelFlags, device: &Device) 
         },
         other => return Err(invalid("--head", format!("{other:?}: expected fc or cosine for a PyTorch checkpoint"))),
     };
-    let config = ModelConfig {
-        arch: arch.parse().map_err(|e: robal_models::ModelError| invalid("--arch", e.to_string()))?,
-        in_channels: flags.in_channels.unwrap_or(3),
-        num_classes,
-        head,
-        normalization: None,
-    };
+    let config = ModelConfig { arch, in_channels, num_classes, head, normalization: None };
     let mut model = Classifier::new(config, device, 0)?;
-    if path.extension().is_some_and(|e| e == "safetensors") {
-        checkpoint::load_weights(&model, path)?;
-    } else if let Some(n) = checkpoint::import_pytorch_with_normalization(&model, path)? {
+    checkpoint::load_foreign(&model, path, &state)?;
+    if let Some(n) = state.normalization {
         // A normalisation wrapper (RobustBench style): the model normalises inside, as trained.
         model.set_normalization(Some(n))?;
     }
@@ -497,8 +510,8 @@ pub fn evaluate_part(
 /// Write `report.json`, `report.md`, `per_class.svg/png` and, when `metrics` (a run's
 /// `metrics.jsonl`) exists, `curves.svg/png` into `dir`.
 pub fn write_outputs(report: &Report, dir: &Path, metrics: Option<&Path>) -> Result<Vec<PathBuf>> {
-    report.save(dir)?;
-    let mut written = vec![dir.join("report.json"), dir.join("report.md"), dir.join("model_info.json")];
+    std::fs::create_dir_all(dir).map_err(|e| file_err(dir, e))?;
+    let mut written = Vec::new();
     let clean = report.attacks.first().map(|a| a.per_class.as_slice()).unwrap_or(&[]);
     let series = [
         ClassSeries { label: "clean", values: clean },
@@ -512,5 +525,8 @@ pub fn write_outputs(report: &Report, dir: &Path, metrics: Option<&Path>) -> Res
         write_svg_png(dir, "curves", &training_curves_svg("Training", &text)?)?;
         written.extend([dir.join("curves.svg"), dir.join("curves.png")]);
     }
+    // Last: report.json marks a complete evaluation (a process killed before it leaves none).
+    report.save(dir)?;
+    written.splice(0..0, [dir.join("report.json"), dir.join("report.md"), dir.join("model_info.json")]);
     Ok(written)
 }

@@ -33,6 +33,7 @@ pub mod plot;
 mod progress;
 pub mod report;
 pub mod runtime;
+mod sealed;
 pub mod stats;
 pub mod study;
 pub mod suite;

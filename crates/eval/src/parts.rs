@@ -149,17 +149,14 @@ impl Evaluation {
         )
     }
 
-    /// Read a shard file.
+    /// Read a shard file (sealed: a damaged one is refused, naming the file).
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| file_err(path, format!("cannot read: {e}")))?;
-        serde_json::from_str(&text).map_err(|e| file_err(path, format!("not a robal-eval shard file: {e}")))
+        crate::sealed::load(path, "shard file")
     }
 
-    /// Write it to `path`, atomically.
+    /// Write it to `path`, sealed with its SHA-256, atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let json = serde_json::to_string(self).map_err(|e| file_err(path, e))?;
-        robal_data::write_atomic(path, json.as_bytes())?;
-        Ok(())
+        crate::sealed::save(self, path)
     }
 }
 
@@ -255,14 +252,13 @@ pub struct State {
 }
 
 impl State {
-    /// Read the state at `path` and check it was made for `key`; `None` if there is none.
+    /// Read the state at `path` (sealed: a damaged one is refused) and check it was made
+    /// for `key`; `None` if there is none.
     pub fn load(path: &Path, key: &StateKey) -> Result<Option<Self>> {
         if !path.is_file() {
             return Ok(None);
         }
-        let text = std::fs::read_to_string(path).map_err(|e| file_err(path, format!("cannot read: {e}")))?;
-        let state: State = serde_json::from_str(&text)
-            .map_err(|e| file_err(path, format!("not a robal-eval state file (truncated or corrupt?): {e}")))?;
+        let state: State = crate::sealed::load(path, "state file")?;
         let differ = state.key.differences(key);
         if !differ.is_empty() {
             return Err(file_err(
@@ -276,10 +272,8 @@ impl State {
         Ok(Some(state))
     }
 
-    /// Write it to `path`, atomically.
+    /// Write it to `path`, sealed with its SHA-256, atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let json = serde_json::to_string(self).map_err(|e| file_err(path, e))?;
-        robal_data::write_atomic(path, json.as_bytes())?;
-        Ok(())
+        crate::sealed::save(self, path)
     }
 }

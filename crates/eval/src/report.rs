@@ -155,14 +155,15 @@ impl Report {
         serde_json::from_str(&text).map_err(|e| file_err(path, format!("not a robal-eval report.json: {e}")))
     }
 
-    /// Write `report.json`, `report.md` and `model_info.json` into `dir`, atomically.
+    /// Write `report.md`, `model_info.json` and then `report.json` into `dir`, each
+    /// atomically: `report.json` comes last, so its presence means the others are there.
     pub fn save(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| file_err(dir, e))?;
-        let json = serde_json::to_string_pretty(self).map_err(|e| file_err(dir, e))?;
-        robal_data::write_atomic(&dir.join("report.json"), json.as_bytes())?;
         robal_data::write_atomic(&dir.join("report.md"), self.markdown().as_bytes())?;
         let info = serde_json::to_string_pretty(&self.model_info()).map_err(|e| file_err(dir, e))?;
         robal_data::write_atomic(&dir.join("model_info.json"), info.as_bytes())?;
+        let json = serde_json::to_string_pretty(self).map_err(|e| file_err(dir, e))?;
+        robal_data::write_atomic(&dir.join("report.json"), json.as_bytes())?;
         Ok(())
     }
 

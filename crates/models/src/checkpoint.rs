@@ -228,6 +228,70 @@ pub fn load_weights(model: &Classifier, path: &Path) -> Result<CheckpointInfo> {
     Ok(info_of(meta))
 }
 
+/// The tensors of a checkpoint that carries no architecture, under our names: a
+/// PyTorch file (names mapped by [`map_reference_name`], with a normalisation wrapper's
+/// mean and std), or a safetensors file holding our names.
+pub struct ForeignState {
+    /// Our tensor name -> tensor (f32).
+    pub tensors: BTreeMap<String, Tensor>,
+    /// Input normalisation a wrapper stored in the file, if any.
+    pub normalization: Option<Normalization>,
+}
+
+/// Read a foreign checkpoint: `.safetensors` by its tensor names, anything else as a
+/// PyTorch file (zip entries' CRC32 checked; see [`import_pytorch_with_normalization`]).
+pub fn read_foreign(path: &Path) -> Result<ForeignState> {
+    if path.extension().is_some_and(|e| e == "safetensors") {
+        let (tensors, _, _) = read_safetensors(path)?;
+        return Ok(ForeignState { tensors, normalization: None });
+    }
+    read_pytorch(path)
+}
+
+/// What a foreign checkpoint's own shapes say about the model it holds, for `arch`:
+/// the input channels (dimension 1 of the first convolution's weight, the one that
+/// takes the image) and the classes (dimension 0 of the head's weight), each with the
+/// tensor it was read from. `None` where the file lacks that tensor.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ForeignShape {
+    /// (input channels, tensor name).
+    pub in_channels: Option<(usize, String)>,
+    /// (classes, tensor name).
+    pub num_classes: Option<(usize, String)>,
+}
+
+/// Read [`ForeignShape`] from `state` for `arch`. The first convolution is found on a
+/// probe model of `arch` (3 input channels, 10 classes, on the CPU) as its only 4-D
+/// weight with 3 input channels; the head's weight is `head.weight`.
+pub fn foreign_shape(arch: crate::arch::Arch, state: &ForeignState) -> Result<ForeignShape> {
+    let probe = Classifier::new(
+        ModelConfig { arch, in_channels: 3, num_classes: 10, head: crate::arch::HeadConfig::Fc, normalization: None },
+        &Device::Cpu,
+        0,
+    )?;
+    let stem: Vec<String> = probe
+        .store()
+        .state()
+        .into_iter()
+        .filter(|(n, t)| n.starts_with("backbone.") && t.rank() == 4 && t.dims()[1] == 3)
+        .map(|(n, _)| n)
+        .collect();
+    let dim = |name: &str, d: usize| {
+        state.tensors.get(name).filter(|t| t.rank() > d).map(|t| (t.dims()[d], name.to_string()))
+    };
+    let in_channels = match stem.as_slice() {
+        [one] => dim(one, 1),
+        _ => None,
+    };
+    Ok(ForeignShape { in_channels, num_classes: dim("head.weight", 0) })
+}
+
+/// Load a foreign checkpoint's tensors into `model` (built for it), reporting missing,
+/// unexpected and mis-shaped tensors by name.
+pub fn load_foreign(model: &Classifier, path: &Path, state: &ForeignState) -> Result<()> {
+    load_state(model, path, &state.tensors)
+}
+
 fn info_of(meta: HashMap<String, String>) -> CheckpointInfo {
     let epoch = meta.get("robal.epoch").and_then(|e| e.parse().ok()).unwrap_or(0);
     let extra = meta.into_iter().filter(|(k, _)| !k.starts_with("robal.")).collect();
@@ -317,6 +381,13 @@ pub fn import_pytorch(model: &Classifier, path: &Path) -> Result<()> {
 /// the checkpoint as `mu`/`sigma` or `mean`/`std` tensors, if any (set it on the model
 /// with [`Classifier::set_normalization`], or the inputs are not normalised as trained).
 pub fn import_pytorch_with_normalization(model: &Classifier, path: &Path) -> Result<Option<Normalization>> {
+    let state = read_pytorch(path)?;
+    load_state(model, path, &state.tensors)?;
+    Ok(state.normalization)
+}
+
+/// A PyTorch checkpoint's tensors under our names, and its normalisation wrapper's.
+fn read_pytorch(path: &Path) -> Result<ForeignState> {
     if !path.is_file() {
         return Err(ckpt_err(path, "checkpoint not found"));
     }
@@ -344,9 +415,8 @@ pub fn import_pytorch_with_normalization(model: &Classifier, path: &Path) -> Res
             tensors.insert(ours, t.to_dtype(DType::F32)?);
         }
     }
-    load_state(model, path, &tensors)?;
     let normalization = NORMALIZATION_KEYS
         .iter()
         .find_map(|[m, s]| Some(Normalization { mean: wrapper.get(*m)?.clone(), std: wrapper.get(*s)?.clone() }));
-    Ok(normalization)
+    Ok(ForeignState { tensors, normalization })
 }
