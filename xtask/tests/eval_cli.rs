@@ -303,6 +303,20 @@ fn reference_pytorch_checkpoint_is_evaluated_with_architecture_flags() {
     // No training counts in a PyTorch state_dict: the report still has every class.
     assert_eq!(r["attacks"][0]["per_class"].as_array().unwrap().len(), 10);
     assert_eq!(r["attacks"][1]["name"], "fgsm");
+    // The same kind of file in PyTorch's legacy format loads, with a notice that
+    // nothing could be checked.
+    let legacy =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/models/tests/fixtures/reference_wrn10_1_fc_legacy.pt");
+    let out = xtask()
+        .arg("eval")
+        .arg(&legacy)
+        .args(["--arch", "wrn-10-1", "--data", &bin, "--limit", "16", "--attacks", "clean", "--no-audit", "--out"])
+        .arg(tmp.path().join("legacy"))
+        .output()
+        .unwrap();
+    let text = ok(&out) + &String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("legacy format") && text.contains("no checksum"), "{text}");
+    assert_eq!(json(&tmp.path().join("legacy/report.json"))["images"], 16);
     // Post-hoc adjustment needs the training counts, which this file does not carry.
     let out = xtask()
         .arg("eval")

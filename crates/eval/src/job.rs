@@ -55,12 +55,21 @@ pub struct LoadedModel {
     /// Whether its tensors were checked against the digest in its metadata
     /// (`None` for foreign files, which carry none).
     pub integrity: Option<checkpoint::Integrity>,
+    /// The format of a foreign file (`None` for a robal-rs checkpoint).
+    pub foreign_format: Option<checkpoint::ForeignFormat>,
 }
 
 impl LoadedModel {
     /// A line for the user when the checkpoint's tensors could not be verified
     /// (a robal-rs file written before checkpoints carried `robal.sha256`).
     pub fn integrity_notice(&self) -> Option<String> {
+        if self.foreign_format == Some(checkpoint::ForeignFormat::PytorchLegacy) {
+            return Some(format!(
+                "notice: {} is in PyTorch's legacy format (before torch 1.6), which carries no checksum; \
+                 its tensors were loaded unchecked",
+                self.path.display()
+            ));
+        }
         (self.integrity == Some(checkpoint::Integrity::Unchecked)).then(|| {
             format!(
                 "notice: {} carries no {} digest (written before robal-rs recorded one); its tensors were loaded unchecked",
@@ -92,12 +101,15 @@ pub fn load_model(
         return Err(file_err(&path, "checkpoint not found (expected a file, a run folder, or hf://owner/repo/file)"));
     }
     let run_dir = path.parent().filter(|d| d.join("config.toml").is_file()).map(Path::to_path_buf);
-    let (mut model, extra, integrity) = match &flags.arch {
+    let (mut model, extra, integrity, foreign_format) = match &flags.arch {
         None => {
             let (m, info, integrity) = checkpoint::load_checked(&path, device)?;
-            (m, info.extra, Some(integrity))
+            (m, info.extra, Some(integrity), None)
         }
-        Some(arch) => (import_foreign(&path, arch, flags, device)?, Default::default(), None),
+        Some(arch) => {
+            let (m, format) = import_foreign(&path, arch, flags, device)?;
+            (m, Default::default(), None, Some(format))
+        }
     };
     let train_config = match (extra.get(TRAIN_CONFIG_KEY), &run_dir) {
         (Some(text), _) => Some(TrainConfig::from_toml(text, &format!("{} metadata", path.display()), &[])?),
@@ -112,7 +124,7 @@ pub fn load_model(
     if flags.head.as_deref() == Some("posthoc") && flags.tau_p.is_none() {
         return Err(invalid("--head posthoc", "needs --tau-p (e.g. --tau-p 1.5)"));
     }
-    Ok(LoadedModel { model, train_config, run_dir, path, integrity })
+    Ok(LoadedModel { model, train_config, run_dir, path, integrity, foreign_format })
 }
 
 fn head_override(current: HeadConfig, flags: &ModelFlags) -> Result<Option<HeadConfig>> {
@@ -143,7 +155,12 @@ fn head_override(current: HeadConfig, flags: &ModelFlags) -> Result<Option<HeadC
 /// and classes come from the file's own shapes (first convolution, head); a flag that
 /// contradicts them is an error naming the tensor, and one is needed only where the
 /// file does not say.
-fn import_foreign(path: &Path, arch: &str, flags: &ModelFlags, device: &Device) -> Result<Classifier> {
+fn import_foreign(
+    path: &Path,
+    arch: &str,
+    flags: &ModelFlags,
+    device: &Device,
+) -> Result<(Classifier, checkpoint::ForeignFormat)> {
     let arch: robal_models::Arch =
         arch.parse().map_err(|e: robal_models::ModelError| invalid("--arch", e.to_string()))?;
     let state = checkpoint::read_foreign(path)?;
@@ -178,7 +195,7 @@ fn import_foreign(path: &Path, arch: &str, flags: &ModelFlags, device: &Device) 
         // A normalisation wrapper (RobustBench style): the model normalises inside, as trained.
         model.set_normalization(Some(n))?;
     }
-    Ok(model)
+    Ok((model, state.format))
 }
 
 /// Where the test images come from.

@@ -236,6 +236,20 @@ pub struct ForeignState {
     pub tensors: BTreeMap<String, Tensor>,
     /// Input normalisation a wrapper stored in the file, if any.
     pub normalization: Option<Normalization>,
+    /// The file's format.
+    pub format: ForeignFormat,
+}
+
+/// The format of a foreign checkpoint, and so what could be checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ForeignFormat {
+    /// safetensors with our names (no checksum of its own).
+    Safetensors,
+    /// PyTorch's zip format (`torch.save` since 1.6): every entry's CRC32 was checked.
+    PytorchZip,
+    /// PyTorch's legacy format ([`crate::torch_legacy`]): it carries no checksum, so
+    /// damaged tensor data cannot be detected.
+    PytorchLegacy,
 }
 
 /// Read a foreign checkpoint: `.safetensors` by its tensor names, anything else as a
@@ -243,7 +257,7 @@ pub struct ForeignState {
 pub fn read_foreign(path: &Path) -> Result<ForeignState> {
     if path.extension().is_some_and(|e| e == "safetensors") {
         let (tensors, _, _) = read_safetensors(path)?;
-        return Ok(ForeignState { tensors, normalization: None });
+        return Ok(ForeignState { tensors, normalization: None, format: ForeignFormat::Safetensors });
     }
     read_pytorch(path)
 }
@@ -391,10 +405,20 @@ fn read_pytorch(path: &Path) -> Result<ForeignState> {
     if !path.is_file() {
         return Err(ckpt_err(path, "checkpoint not found"));
     }
-    verify_zip_entries(path)?;
-    let mut raw = candle_core::pickle::read_all(path)
-        .map_err(|e| ckpt_err(path, format!("not a readable PyTorch checkpoint: {e}")))?;
-    if raw.is_empty() {
+    let mut head = [0u8; 16];
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+        .map_err(|e| ckpt_err(path, format!("cannot read: {e}")))?;
+    let legacy = crate::torch_legacy::is_legacy(&head[..n]);
+    let mut raw = if legacy {
+        let bytes = std::fs::read(path).map_err(|e| ckpt_err(path, format!("cannot read: {e}")))?;
+        crate::torch_legacy::read(path, &bytes)?
+    } else {
+        verify_zip_entries(path)?;
+        candle_core::pickle::read_all(path)
+            .map_err(|e| ckpt_err(path, format!("not a readable PyTorch checkpoint: {e}")))?
+    };
+    if raw.is_empty() && !legacy {
         for key in ["state_dict", "model"] {
             raw = candle_core::pickle::read_all_with_key(path, Some(key)).unwrap_or_default();
             if !raw.is_empty() {
@@ -418,5 +442,6 @@ fn read_pytorch(path: &Path) -> Result<ForeignState> {
     let normalization = NORMALIZATION_KEYS
         .iter()
         .find_map(|[m, s]| Some(Normalization { mean: wrapper.get(*m)?.clone(), std: wrapper.get(*s)?.clone() }));
-    Ok(ForeignState { tensors, normalization })
+    let format = if legacy { ForeignFormat::PytorchLegacy } else { ForeignFormat::PytorchZip };
+    Ok(ForeignState { tensors, normalization, format })
 }

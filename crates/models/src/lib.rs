@@ -41,6 +41,7 @@ pub mod ops;
 pub mod resnet;
 pub mod small_cnn;
 pub mod store;
+pub mod torch_legacy;
 pub mod wideresnet;
 
 pub use arch::{Arch, HeadConfig, ModelConfig, Normalization};

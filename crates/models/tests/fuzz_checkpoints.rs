@@ -77,8 +77,17 @@ proptest! {
 /// torch.save) with one byte changed or cut short: imported, or an error naming the file.
 #[test]
 fn damaged_pytorch_checkpoints_import_or_name_the_file() {
-    let original =
-        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/reference_wrn10_1_fc.pt")).unwrap();
+    damaged_pytorch_files("reference_wrn10_1_fc.pt");
+}
+
+/// The same for PyTorch's legacy format (`fixtures/reference_wrn10_1_fc_legacy.pt`).
+#[test]
+fn damaged_legacy_pytorch_checkpoints_import_or_name_the_file() {
+    damaged_pytorch_files("reference_wrn10_1_fc_legacy.pt");
+}
+
+fn damaged_pytorch_files(fixture: &str) {
+    let original = std::fs::read(format!("{}/tests/fixtures/{fixture}", env!("CARGO_MANIFEST_DIR"))).unwrap();
     let wrn = || {
         let cfg = ModelConfig {
             arch: Arch::WideResNet { depth: 10, widen: 1, dropout: 0.0 },

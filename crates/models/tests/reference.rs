@@ -296,3 +296,73 @@ fn a_flipped_byte_in_tensor_data_is_refused_and_a_flipped_timestamp_is_not() {
         assert_eq!(d, 0.0, "{n}");
     }
 }
+
+/// PyTorch's legacy format (`_use_new_zipfile_serialization=False`, as checkpoints
+/// before torch 1.6 were): the same reference WRN gives PyTorch's logits, and a
+/// training checkpoint `{"epoch", "state_dict"}` of the RobustBench layout keeps its
+/// normalisation wrapper.
+#[test]
+fn legacy_pytorch_checkpoints_give_pytorchs_logits() {
+    let arch = Arch::WideResNet { depth: 10, widen: 1, dropout: 0.0 };
+    let m = model(arch, HeadConfig::Fc, 10);
+    import_pytorch(&m, &fixture("reference_wrn10_1_fc_legacy.pt")).unwrap();
+    let fc_io = io("reference_wrn10_1_fc_io.pt");
+    let err = max_rel_err(&m.forward(&fc_io["x"], Mode::Eval).unwrap(), &fc_io["logits_eval"]);
+    assert!(err < 1e-4, "eval logits differ from PyTorch by {err}");
+    // Bit for bit the tensors of the zip file it was re-saved from.
+    let zip = model(arch, HeadConfig::Fc, 10);
+    import_pytorch(&zip, &fixture("reference_wrn10_1_fc.pt")).unwrap();
+    for ((n, x), (_, y)) in m.store().state().iter().zip(zip.store().state().iter()) {
+        assert_eq!(
+            x.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            y.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            "{n}"
+        );
+    }
+
+    let mut rb = model(arch, HeadConfig::Fc, 10);
+    let norm = import_pytorch_with_normalization(&rb, &fixture("robustbench_wrn10_1_legacy.pt")).unwrap();
+    rb.set_normalization(norm).unwrap();
+    let rb_io = io("robustbench_wrn10_1_io.pt");
+    let err = max_rel_err(&rb.forward(&rb_io["x"], Mode::Eval).unwrap(), &rb_io["logits"]);
+    assert!(err < 1e-5, "logits differ from PyTorch by {err}");
+}
+
+/// Damaged legacy files: cut anywhere in the header pickles, the saved object, the key
+/// list, an element count or the data, or a flipped magic or protocol byte, each is
+/// an error naming the file and what is wrong. A flipped byte inside tensor data loads
+/// (the format has no checksum; the evaluation says so when it loads one).
+#[test]
+fn damaged_legacy_checkpoints_are_refused_by_name() {
+    let original = std::fs::read(fixture("reference_wrn10_1_fc_legacy.pt")).unwrap();
+    let arch = Arch::WideResNet { depth: 10, widen: 1, dropout: 0.0 };
+    let tmp = tempfile::tempdir().unwrap();
+    let try_import = |bytes: &[u8]| {
+        let p = tmp.path().join("legacy.pt");
+        std::fs::write(&p, bytes).unwrap();
+        import_pytorch(&model(arch, HeadConfig::Fc, 10), &p).map_err(|e| e.to_string())
+    };
+    let n = original.len();
+    for (cut, want) in [
+        (10, "not a readable PyTorch checkpoint"),
+        (18, "protocol version"),
+        (40, "system information"),
+        (2_000, "saved object"),
+        (n - 40, "truncated"),
+        (n - 1, "truncated"),
+    ] {
+        let e = try_import(&original[..cut]).unwrap_err();
+        assert!(e.contains("legacy.pt") && e.contains(want), "cut at {cut}: {e}");
+    }
+    let mut garbled = original.clone();
+    garbled[17] ^= 0x01; // the protocol version 1001 becomes 1000
+    let e = try_import(&garbled).unwrap_err();
+    assert!(e.contains("legacy.pt") && e.contains("protocol version"), "{e}");
+    let mut longer = original.clone();
+    longer.extend_from_slice(b"junk");
+    let e = try_import(&longer).unwrap_err();
+    assert!(e.contains("4 unexpected bytes after the last storage"), "{e}");
+    let mut data = original.clone();
+    data[n - 1000] ^= 0x40;
+    try_import(&data).expect("no checksum to catch a flipped data byte");
+}
