@@ -3,7 +3,7 @@
 //! panic; the sealed ones (progress, shards) load only as exactly what was written. The
 //! damaged reports start from a real one: `fixtures/report_fashion_pgd_at.json`, written
 //! by `cargo xtask eval` for the Fashion-MNIST-LT PGD-AT run of seed 0
-//! (`results/fashion-mnist-lt/fashion-mnist-lt-pgd-at/seed-0/eval-aa/`: clean, PGD-20 and
+//! (30 epochs: `results/fashion-mnist-lt-30-epochs/fashion-mnist-lt-pgd-at/seed-0/eval-aa/`: clean, PGD-20 and
 //! AutoAttack on 2,000 test images, with the audit).
 
 #[path = "../../../tests/support/fuzz.rs"]
