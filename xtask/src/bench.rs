@@ -248,6 +248,12 @@ fn torch_available(python: &str) -> bool {
 }
 
 pub fn run(a: BenchArgs) -> Result<()> {
+    if cfg!(debug_assertions) {
+        eprintln!(
+            "warning: this xtask build has debug assertions (`cargo xtask`); the numbers to report come \
+             from the release build: `cargo xtask-release bench ...`"
+        );
+    }
     if a.single {
         println!("{}", single(&a)?);
         return Ok(());
