@@ -7,13 +7,13 @@ use robal_data::{load_embedded, Dataset, Profile, ShotGroup, Split};
 
 #[test]
 fn committed_files_match_data_readme_sums() {
-    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data");
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data");
     let readme = std::fs::read_to_string(dir.join("README.md")).unwrap();
     for name in ["train.bin.gz", "test.bin.gz"] {
         let sum = support::sha256(&std::fs::read(dir.join("mnist-lt").join(name)).unwrap());
         assert!(
             readme.contains(&format!("{sum}  mnist-lt/{name}")),
-            "data/README.md lacks the sha256 of {name} ({sum})"
+            "crates/data/data/README.md lacks the sha256 of {name} ({sum})"
         );
     }
 }
