@@ -75,7 +75,7 @@ fn eval(run: &Path, out: &Path) -> Command {
 /// Progress of APGD-T in a state file: (images done, images in all), if it has started.
 fn apgd_t_progress(state: &Path) -> Option<(usize, usize)> {
     let v: Value = serde_json::from_str(&std::fs::read_to_string(state).ok()?).ok()?;
-    let v = &v["content"]; // sealed: {"sha256", "content"}
+    let v: Value = serde_json::from_str(v["content"].as_str()?).ok()?; // sealed: {"sha256", "content": text}
     let n = v["key"]["labels"].as_array()?.len();
     let o = v["outcomes"].as_array()?.iter().find(|o| o["spec"] == "ApgdT")?;
     Some((o["predicted"].as_array()?.len(), n))
