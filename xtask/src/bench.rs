@@ -127,7 +127,7 @@ pub(crate) fn model(name: &str, dev: &Device) -> Result<(Classifier, (usize, usi
         "resnet50-imagenet" => (Arch::ResNet50ImageNet, (3, 224, 224)),
         wrn => (wrn.parse::<Arch>()?, (3, 32, 32)),
     };
-    let config = ModelConfig { arch, in_channels: chw.0, num_classes: 10, head: HeadConfig::Fc, normalization: None };
+    let config = ModelConfig { arch, in_channels: chw.0, num_classes: 10, head: HeadConfig::FC, normalization: None };
     Ok((Classifier::new(config, dev, 0)?, chw))
 }
 

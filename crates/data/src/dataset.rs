@@ -4,7 +4,7 @@
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::augment::Policy;
+use crate::augment::{Policy, RandomRotation};
 use crate::error::{invalid, Result};
 use crate::meta::{count_labels, ClassInfo};
 
@@ -132,6 +132,7 @@ pub struct ImageSet {
     classes: ClassInfo,
     augmentation: PadCropFlip,
     policy: Option<Policy>,
+    rotation: Option<RandomRotation>,
 }
 
 impl ImageSet {
@@ -156,7 +157,7 @@ impl ImageSet {
                 format!("example {i} has label {l}, expected 0..{}", classes.num_classes()),
             ));
         }
-        Ok(Self { pixels, labels, shape, classes, augmentation: PadCropFlip::NONE, policy: None })
+        Ok(Self { pixels, labels, shape, classes, augmentation: PadCropFlip::NONE, policy: None, rotation: None })
     }
 
     /// The same set with a training augmentation (used when the loader asks for one).
@@ -180,6 +181,13 @@ impl ImageSet {
     /// The augmentation policy in use, if any.
     pub fn policy(&self) -> Option<Policy> {
         self.policy
+    }
+
+    /// The same set with a random rotation applied after pad-crop-flip in training
+    /// (torchvision's `RandomCrop, RandomHorizontalFlip, RandomRotation` order).
+    pub fn with_rotation(mut self, rotation: Option<RandomRotation>) -> Self {
+        self.rotation = rotation;
+        self
     }
 
     /// Pixels of example `i`, u8 CHW.
@@ -217,6 +225,7 @@ impl ImageSet {
             classes: self.classes.clone(),
             augmentation: self.augmentation,
             policy: self.policy,
+            rotation: self.rotation,
         })
     }
 
@@ -259,13 +268,19 @@ impl Dataset for ImageSet {
             return Err(invalid("example index", format!("{index} out of range for {} examples", self.labels.len())));
         }
         match augment {
-            Some(rng) => match &self.policy {
-                Some(p) => {
-                    let img = p.apply(self.image(index), self.shape, rng);
-                    self.augmentation.apply(&img, self.shape, rng, out)
+            Some(rng) => {
+                match &self.policy {
+                    Some(p) => {
+                        let img = p.apply(self.image(index), self.shape, rng);
+                        self.augmentation.apply(&img, self.shape, rng, out)
+                    }
+                    None => self.augmentation.apply(self.image(index), self.shape, rng, out),
                 }
-                None => self.augmentation.apply(self.image(index), self.shape, rng, out),
-            },
+                if let Some(r) = &self.rotation {
+                    let rotated = r.apply(out, self.shape, rng);
+                    out.copy_from_slice(&rotated);
+                }
+            }
             None => out.copy_from_slice(self.image(index)),
         }
         Ok(())

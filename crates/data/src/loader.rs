@@ -23,6 +23,12 @@ pub enum Sampler {
     /// len draws with replacement; each draw picks a class uniformly (among classes
     /// with examples), then an example of that class uniformly.
     ClassBalanced,
+    /// The RoBal reference's `ClassAwareSampler` (and Decoupling's): an epoch is
+    /// max_c n_c * C draws; classes come in rounds of C, each class once per round in a
+    /// fresh random order; a class's examples come in rounds too (each once per round,
+    /// reshuffled every round). Both kinds of round run on across epochs, as the code's
+    /// iterators live as long as the sampler.
+    ClassAware,
 }
 
 /// Options of a [`Loader`].
@@ -112,11 +118,34 @@ impl<D: Dataset + 'static> Loader<D> {
         &self.config
     }
 
+    /// Members of each class that has examples, in index order.
+    fn class_members(&self) -> Vec<Vec<usize>> {
+        let mut by_class = vec![Vec::new(); self.dataset.classes().num_classes()];
+        for (i, &l) in self.dataset.labels().iter().enumerate() {
+            by_class[l as usize].push(i);
+        }
+        by_class.retain(|v| !v.is_empty());
+        by_class
+    }
+
+    /// Examples an epoch visits: the data set's size, or max_c n_c * C for
+    /// [`Sampler::ClassAware`].
+    pub fn epoch_len(&self) -> usize {
+        match self.config.sampler {
+            Sampler::ClassAware => {
+                let by_class = self.class_members();
+                by_class.iter().map(Vec::len).max().unwrap_or(0) * by_class.len()
+            }
+            _ => self.dataset.len(),
+        }
+    }
+
     /// Data set indices visited in `epoch`, in order (before batching).
     pub fn order(&self, epoch: u64) -> Vec<usize> {
         let n = self.dataset.len();
         let mut rng = stream(self.config.seed, ORDER, epoch, 0);
         match self.config.sampler {
+            Sampler::ClassAware => class_aware_order(&self.class_members(), self.config.seed, epoch),
             Sampler::Sequential => (0..n).collect(),
             Sampler::Shuffle => {
                 let mut idx: Vec<usize> = (0..n).collect();
@@ -124,11 +153,7 @@ impl<D: Dataset + 'static> Loader<D> {
                 idx
             }
             Sampler::ClassBalanced => {
-                let mut by_class = vec![Vec::new(); self.dataset.classes().num_classes()];
-                for (i, &l) in self.dataset.labels().iter().enumerate() {
-                    by_class[l as usize].push(i);
-                }
-                by_class.retain(|v| !v.is_empty());
+                let by_class = self.class_members();
                 (0..n)
                     .map(|_| {
                         let members = &by_class[rng.random_range(0..by_class.len())];
@@ -141,7 +166,7 @@ impl<D: Dataset + 'static> Loader<D> {
 
     /// Batches per epoch.
     pub fn num_batches(&self) -> usize {
-        let (n, b) = (self.dataset.len(), self.config.batch_size);
+        let (n, b) = (self.epoch_len(), self.config.batch_size);
         if self.config.drop_last {
             n / b
         } else {
@@ -174,6 +199,47 @@ impl<D: Dataset + 'static> Loader<D> {
         });
         Batches { rx, remaining: nb.saturating_sub(start) }
     }
+}
+
+/// Endless rounds over `items`: each round visits every item once, in a fresh order.
+struct Rounds {
+    items: Vec<usize>,
+    next: usize,
+}
+
+impl Rounds {
+    fn new(items: Vec<usize>) -> Self {
+        let next = items.len();
+        Self { items, next }
+    }
+
+    fn draw(&mut self, rng: &mut ChaCha8Rng) -> usize {
+        if self.next == self.items.len() {
+            self.items.shuffle(rng);
+            self.next = 0;
+        }
+        self.next += 1;
+        self.items[self.next - 1]
+    }
+}
+
+/// [`Sampler::ClassAware`]'s `epoch`: the rounds are one stream from epoch 0 on (seeded
+/// by `seed` alone), replayed up to `epoch` so that any epoch can be produced on its own
+/// (a resumed run gets the order the uninterrupted one had).
+fn class_aware_order(by_class: &[Vec<usize>], seed: u64, epoch: u64) -> Vec<usize> {
+    const CLASS_AWARE: u64 = 3;
+    let per_epoch = by_class.iter().map(Vec::len).max().unwrap_or(0) * by_class.len();
+    let mut rng = stream(seed, CLASS_AWARE, 0, 0);
+    let mut classes = Rounds::new((0..by_class.len()).collect());
+    let mut members: Vec<Rounds> = by_class.iter().map(|m| Rounds::new(m.clone())).collect();
+    let mut order = vec![0; per_epoch];
+    for _ in 0..=epoch {
+        for slot in order.iter_mut() {
+            let c = classes.draw(&mut rng);
+            *slot = members[c].draw(&mut rng);
+        }
+    }
+    order
 }
 
 /// Build one batch on the rayon pool. Example at epoch position p gets the

@@ -199,3 +199,49 @@ fn reflect_padding_mirrors_without_repeating_the_edge() {
     }
     assert!(hits > 0, "the mirrored crop occurs");
 }
+
+#[test]
+fn random_rotation_draws_uniform_angles_and_rotates_as_pillow() {
+    // The rotation itself is Pillow's rotate (checked pixel for pixel above at 8, -30 and
+    // 13.3 degrees); here: the angle's distribution, and that the op applied is the drawn one.
+    let r = augment::RandomRotation { degrees: 15.0 };
+    let mut rng = AugmentRng::seed_from_u64(7);
+    let mut angles: Vec<f64> = (0..20_000).map(|_| r.angle(&mut rng)).collect();
+    angles.sort_by(f64::total_cmp);
+    let mean = angles.iter().sum::<f64>() / angles.len() as f64;
+    // U(-15, 15): sd 8.66, so the mean of 20,000 has sd 0.061; quartiles at -7.5 and 7.5.
+    assert!(mean.abs() < 0.3, "mean {mean}");
+    assert!(angles[0] >= -15.0 && angles[angles.len() - 1] < 15.0);
+    assert!(angles[0] < -14.9 && angles[angles.len() - 1] > 14.9, "the whole range is reached");
+    for (q, want) in [(0.25, -7.5), (0.5, 0.0), (0.75, 7.5)] {
+        let got = angles[(q * angles.len() as f64) as usize];
+        assert!((got - want).abs() < 0.4, "quantile {q}: {got} vs {want}");
+    }
+    let img: Vec<u8> = (0..SHAPE.numel()).map(|i| (i * 37 % 251) as u8).collect();
+    let mut a = AugmentRng::seed_from_u64(3);
+    let angle = r.angle(&mut a.clone());
+    assert_eq!(r.apply(&img, SHAPE, &mut a), augment::apply(augment::Op::Rotate(angle), &img, SHAPE));
+    assert_eq!(augment::RandomRotation { degrees: 0.0 }.apply(&img, SHAPE, &mut a), img, "0 degrees: unchanged");
+}
+
+#[test]
+fn image_sets_rotate_after_crop_and_flip() {
+    // torchvision's order: RandomCrop, RandomHorizontalFlip, RandomRotation.
+    let names = (0..2).map(|c| c.to_string()).collect();
+    let img: Vec<u8> = (0..SHAPE.numel()).map(|i| (i * 11 % 253) as u8).collect();
+    let set =
+        robal_data::ImageSet::new(img.clone(), vec![0], SHAPE, robal_data::ClassInfo::new(names, vec![1, 1]).unwrap())
+            .unwrap()
+            .with_augmentation(PadCropFlip::CIFAR)
+            .with_rotation(Some(augment::RandomRotation { degrees: 15.0 }));
+    for seed in 0..5 {
+        let mut out = vec![0u8; SHAPE.numel()];
+        let mut rng = AugmentRng::seed_from_u64(seed);
+        let mut twin = rng.clone();
+        robal_data::Dataset::write_example(&set, 0, Some(&mut rng), &mut out).unwrap();
+        let mut cropped = vec![0u8; SHAPE.numel()];
+        PadCropFlip::CIFAR.apply(&img, SHAPE, &mut twin, &mut cropped);
+        let want = augment::RandomRotation { degrees: 15.0 }.apply(&cropped, SHAPE, &mut twin);
+        assert_eq!(out, want, "seed {seed}");
+    }
+}

@@ -172,3 +172,52 @@ fn batches_are_valid_candle_input() {
     let onehot = Tensor::eye(2, candle_core::DType::F32, &Device::Cpu).unwrap().index_select(&b.labels, 0).unwrap();
     assert_eq!(onehot.dims(), &[6, 2]);
 }
+
+#[test]
+fn class_aware_sampler_runs_class_and_member_rounds_across_epochs() {
+    // Classes of 7, 3 and 1 examples (labels given per index) and one empty class.
+    let labels: Vec<u32> = [0, 1, 0, 0, 2, 0, 1, 0, 0, 1, 0].to_vec();
+    let shape = ImageShape::new(1, 2, 2);
+    let names = (0..4).map(|c| c.to_string()).collect();
+    let set =
+        ImageSet::new(vec![0; labels.len() * 4], labels.clone(), shape, ClassInfo::new(names, vec![1; 4]).unwrap())
+            .unwrap();
+    let cfg = LoaderConfig { sampler: Sampler::ClassAware, ..LoaderConfig::train(4, 9) };
+    let loader = Loader::new(Arc::new(set), cfg, Device::Cpu).unwrap();
+    // The code's epoch: max_c n_c * C = 7 * 3 (the empty class does not count); 21 / 4 -> 5 batches.
+    assert_eq!(loader.epoch_len(), 21);
+    assert_eq!(loader.num_batches(), 5);
+    let stream: Vec<usize> = (0..4).flat_map(|e| loader.order(e)).collect();
+    assert_eq!(stream.len(), 84);
+    // Every aligned round of 3 draws holds each non-empty class once.
+    for round in stream.chunks(3) {
+        let mut classes: Vec<u32> = round.iter().map(|&i| labels[i]).collect();
+        classes.sort();
+        assert_eq!(classes, [0, 1, 2], "{round:?}");
+    }
+    // Each class's draws, over the epochs in sequence, come in rounds that visit every
+    // member once (the rounds run on across epoch boundaries).
+    for c in 0..3u32 {
+        let members: Vec<usize> = (0..labels.len()).filter(|&i| labels[i] == c).collect();
+        let draws: Vec<usize> = stream.iter().copied().filter(|&i| labels[i] == c).collect();
+        assert_eq!(draws.len(), 28);
+        for round in draws.chunks(members.len()).filter(|r| r.len() == members.len()) {
+            let mut r = round.to_vec();
+            r.sort();
+            assert_eq!(r, members, "class {c}");
+        }
+    }
+    // Each epoch on its own is the same as in the sequence (resume), epochs differ, seeds differ.
+    assert_eq!(loader.order(2), stream[42..63]);
+    assert_ne!(loader.order(0), loader.order(1));
+    let other = Loader::new(
+        loader.dataset().clone(),
+        LoaderConfig { sampler: Sampler::ClassAware, ..LoaderConfig::train(4, 10) },
+        Device::Cpu,
+    )
+    .unwrap();
+    assert_ne!(other.order(0), loader.order(0));
+    // The batches follow the order, the last partial one dropped.
+    let got: Vec<usize> = loader.epoch(1).flat_map(|b| b.unwrap().indices).collect();
+    assert_eq!(got, stream[21..41]);
+}

@@ -12,7 +12,7 @@ use robal::evaluate::EvalModel;
 use robal::train::TRAIN_CONFIG_KEY;
 use robal::TrainConfig;
 use robal_data::{cifar, Cifar, ClassInfo, Dataset, ImageSet, Loader, LoaderConfig, Split};
-use robal_models::{checkpoint, Classifier, HeadConfig, ModelConfig};
+use robal_models::{checkpoint, Classifier, FcBias, HeadConfig, ModelConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::audit::{audit_sweeps, AuditConfig, AuditResult};
@@ -180,7 +180,7 @@ fn import_foreign(
     let in_channels = pick("--in-channels", flags.in_channels, shape.in_channels, Some(3))?;
     let num_classes = pick("--num-classes", flags.num_classes, shape.num_classes, None)?;
     let head = match flags.head.as_deref().unwrap_or("fc") {
-        "fc" => HeadConfig::Fc,
+        "fc" => HeadConfig::FC,
         "cosine" => HeadConfig::Cosine {
             scale: flags.scale.unwrap_or(10.0),
             gamma: flags.gamma.unwrap_or(0.03125),
@@ -402,11 +402,13 @@ pub struct StateFile {
 /// A short description of the head, e.g. `cosine s=10 gamma=0.03125 + post-hoc tau_p=1.5`.
 pub fn describe_head(model: &Classifier) -> String {
     let h = match model.config().head {
-        HeadConfig::Fc => "fc".to_string(),
+        HeadConfig::Fc { bias: FcBias::Learned } => "fc".to_string(),
+        HeadConfig::Fc { bias: FcBias::Prior } => "fc (prior-initialised bias)".to_string(),
+        HeadConfig::Fc { bias: FcBias::FrozenRandom } => "fc (frozen random bias)".to_string(),
         HeadConfig::Cosine { scale, gamma, bias } => {
             format!("cosine s={scale} gamma={gamma}{}", if bias { " (bias)" } else { "" })
         }
-        HeadConfig::TauNorm { tau } => format!("tau-norm tau={tau}"),
+        HeadConfig::TauNorm { tau, bias } => format!("tau-norm tau={tau}{}", if bias { "" } else { " (no bias)" }),
         HeadConfig::Lws => "lws".to_string(),
     };
     match model.posthoc_tau() {

@@ -15,7 +15,7 @@ fn setup() -> (Classifier, ImageSet) {
         arch: Arch::SmallCnn,
         in_channels: 1,
         num_classes: 10,
-        head: HeadConfig::Fc,
+        head: HeadConfig::FC,
         normalization: None,
     };
     let model = Classifier::new(config, &Device::Cpu, 5).unwrap();

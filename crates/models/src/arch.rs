@@ -82,8 +82,12 @@ impl FromStr for Arch {
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum HeadConfig {
-    /// z = W f + b.
-    Fc,
+    /// z = W f + b, the bias as [`FcBias`] says (learned from 0 by default).
+    Fc {
+        /// How the bias b is initialised and whether it is trained.
+        #[serde(default, skip_serializing_if = "FcBias::is_learned")]
+        bias: FcBias,
+    },
     /// z_c = s * <f/||f||, w_c/(||w_c|| + gamma)> (+ b_c if `bias`, else b = 0 frozen).
     Cosine {
         /// Logit scale s.
@@ -93,16 +97,52 @@ pub enum HeadConfig {
         /// Learn a bias (off by default: frozen at zero).
         bias: bool,
     },
-    /// tau-normalised FC weights: z_c = <w_c / ||w_c||^tau, f> + b_c.
+    /// tau-normalised FC weights: z_c = <w_c / ||w_c||^tau, f> (+ b_c if `bias`).
     TauNorm {
         /// Normalisation power tau.
         tau: f64,
+        /// Add the trained FC bias (the default). `false` is the RoBal reference's
+        /// `PostNorm` head (`bias: False`): the bias stays in the state but is not added.
+        #[serde(default = "yes", skip_serializing_if = "is_true")]
+        bias: bool,
     },
     /// Learnable weight scaling: z_c = g_c (W f + b)_c with learnable g (init 1).
     Lws,
 }
 
+fn yes() -> bool {
+    true
+}
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+/// The bias of an FC head.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FcBias {
+    /// Learned, initialised at 0.
+    #[default]
+    Learned,
+    /// **quirk** of the RoBal reference's focal baseline (`FC_Classifier(focal_init=True)`):
+    /// learned, initialised at b_c = -log((1 - pi_c) / pi_c), pi_c = n_c / N the training
+    /// prior ([`crate::Classifier::init_prior_bias`]; the trainer calls it).
+    Prior,
+    /// **quirk** of the RoBal reference's `Dot_Classifier` (logit adjustment): drawn at
+    /// init as PyTorch's `nn.Linear` bias, U(-1/sqrt(d), 1/sqrt(d)), then frozen (a
+    /// buffer, never updated by the optimiser).
+    FrozenRandom,
+}
+
+impl FcBias {
+    fn is_learned(&self) -> bool {
+        *self == FcBias::Learned
+    }
+}
+
 impl HeadConfig {
+    /// The plain FC head: z = W f + b, b learned from 0.
+    pub const FC: Self = HeadConfig::Fc { bias: FcBias::Learned };
     /// The paper's cosine head for evaluation: s = 10, gamma = 0.03125, no bias.
     pub const ROBAL_EVAL: Self = HeadConfig::Cosine { scale: 10.0, gamma: 0.03125, bias: false };
 }

@@ -279,7 +279,7 @@ pub struct ForeignShape {
 /// weight with 3 input channels; the head's weight is `head.weight`.
 pub fn foreign_shape(arch: crate::arch::Arch, state: &ForeignState) -> Result<ForeignShape> {
     let probe = Classifier::new(
-        ModelConfig { arch, in_channels: 3, num_classes: 10, head: crate::arch::HeadConfig::Fc, normalization: None },
+        ModelConfig { arch, in_channels: 3, num_classes: 10, head: crate::arch::HeadConfig::FC, normalization: None },
         &Device::Cpu,
         0,
     )?;

@@ -10,7 +10,7 @@ use crate::backbone::Backbone;
 use crate::error::{invalid, Result};
 use crate::head::Head;
 use crate::layers::Mode;
-use crate::store::ParamStore;
+use crate::store::{ParamStore, TensorKind};
 
 /// The model robal-rs trains and attacks: logits = head(backbone(normalise(x))) - tau_p log(pi).
 #[derive(Debug)]
@@ -170,6 +170,28 @@ impl Classifier {
         self.logits_from_features(&self.features(x, mode)?)
     }
 
+    /// Set the head's bias to the focal-loss prior init b_c = log(pi_c / (1 - pi_c)),
+    /// pi_c = n_c / N ([`crate::head::prior_bias`]): what an [`crate::arch::FcBias::Prior`]
+    /// head starts from. Call it on a fresh model, before training.
+    pub fn init_prior_bias(&self, counts: &[usize]) -> Result<()> {
+        if counts.len() != self.config.num_classes {
+            return Err(invalid(
+                "prior bias init",
+                format!("{} class counts for a model of {} classes", counts.len(), self.config.num_classes),
+            ));
+        }
+        let values = crate::head::prior_bias(counts)?;
+        let var = [TensorKind::Param, TensorKind::Buffer]
+            .into_iter()
+            .flat_map(|k| self.store.vars(k))
+            .find(|(n, _)| n == "head.bias")
+            .map(|(_, v)| v)
+            .ok_or_else(|| invalid("prior bias init", "the head has no bias"))?;
+        let t = Tensor::from_vec(values, counts.len(), self.store.device())?.to_dtype(self.store.dtype())?;
+        var.set(&t)?;
+        Ok(())
+    }
+
     /// Replace the head with a fresh one of `config` (classifier re-training), or
     /// re-use the trained weight and bias (`keep_weights`: FC -> tau-norm or LWS).
     pub fn replace_head(&mut self, config: HeadConfig, keep_weights: bool) -> Result<()> {
@@ -197,7 +219,8 @@ impl Classifier {
             Head::new(&self.store.root().pp("head"), config, self.backbone.feature_dim(), self.config.num_classes)?;
         if let Some(kept) = kept {
             for (name, value) in kept {
-                if let Some((_, var)) = self.store.trainable("head.").into_iter().find(|(n, _)| *n == name) {
+                let vars = [TensorKind::Param, TensorKind::Buffer].into_iter().flat_map(|k| self.store.vars(k));
+                if let Some((_, var)) = vars.into_iter().find(|(n, _)| *n == name) {
                     var.set(&value)?;
                 }
             }

@@ -7,7 +7,7 @@
 //!   ([`Recorder`]): [`WideResNet`] (any 6n+4 depth, pre-activation,
 //!   optional dropout), CIFAR ResNet-18 and PreAct-ResNet-18, ImageNet ResNet-18/50
 //!   ([`ResNet`]), and a [`SmallCnn`] for 28x28 digits; all take NCHW f32 in \[0, 1\];
-//! - heads ([`Head`]): FC, RoBal's scale-invariant cosine head
+//! - heads ([`Head`]): FC (bias learned, prior-initialised or frozen: [`FcBias`]), RoBal's scale-invariant cosine head
 //!   z_c = s <f/||f||, w_c/(||w_c|| + gamma)>, tau-normalised weights and
 //!   learnable weight scaling, swappable on a trained backbone;
 //! - [`Classifier`]: optional input normalisation + backbone + head + optional
@@ -44,7 +44,7 @@ pub mod store;
 pub mod torch_legacy;
 pub mod wideresnet;
 
-pub use arch::{Arch, HeadConfig, ModelConfig, Normalization};
+pub use arch::{Arch, FcBias, HeadConfig, ModelConfig, Normalization};
 pub use backbone::Backbone;
 pub use classifier::Classifier;
 pub use error::{ModelError, Result};

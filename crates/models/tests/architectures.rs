@@ -4,7 +4,7 @@ use candle_core::{DType, Device, Tensor};
 use robal_models::{Arch, Classifier, HeadConfig, Mode, ModelConfig, Normalization};
 
 fn logits(arch: Arch, c: usize, hw: usize) -> Vec<usize> {
-    let config = ModelConfig { arch, in_channels: c, num_classes: 7, head: HeadConfig::Fc, normalization: None };
+    let config = ModelConfig { arch, in_channels: c, num_classes: 7, head: HeadConfig::FC, normalization: None };
     let m = Classifier::new(config, &Device::Cpu, 0).unwrap();
     let x = Tensor::rand(0f32, 1.0, (2, c, hw, hw), &Device::Cpu).unwrap();
     assert_eq!(m.features(&x, Mode::Eval).unwrap().dim(0).unwrap(), 2);
@@ -32,7 +32,7 @@ fn names_parse_and_bad_settings_are_rejected() {
         arch: Arch::WideResNet { depth: 33, widen: 10, dropout: 0.0 },
         in_channels: 3,
         num_classes: 10,
-        head: HeadConfig::Fc,
+        head: HeadConfig::FC,
         normalization: None,
     };
     let e = Classifier::new(bad.clone(), &Device::Cpu, 0).unwrap_err().to_string();
@@ -49,7 +49,7 @@ fn names_parse_and_bad_settings_are_rejected() {
 #[test]
 fn input_normalisation_is_applied_inside_the_model() {
     let base =
-        ModelConfig { arch: Arch::SmallCnn, in_channels: 1, num_classes: 3, head: HeadConfig::Fc, normalization: None };
+        ModelConfig { arch: Arch::SmallCnn, in_channels: 1, num_classes: 3, head: HeadConfig::FC, normalization: None };
     let plain = Classifier::new(base.clone(), &Device::Cpu, 9).unwrap();
     let normed = Classifier::new(
         ModelConfig { normalization: Some(Normalization { mean: vec![0.5], std: vec![0.25] }), ..base },
@@ -68,7 +68,7 @@ fn input_normalisation_is_applied_inside_the_model() {
 #[test]
 fn same_seed_same_weights_different_seed_different() {
     let c =
-        ModelConfig { arch: Arch::SmallCnn, in_channels: 1, num_classes: 3, head: HeadConfig::Fc, normalization: None };
+        ModelConfig { arch: Arch::SmallCnn, in_channels: 1, num_classes: 3, head: HeadConfig::FC, normalization: None };
     let w = |seed| {
         Classifier::new(c.clone(), &Device::Cpu, seed).unwrap().store().state()["backbone.conv2.weight"]
             .flatten_all()

@@ -50,7 +50,7 @@ fn mismatched_architecture_lists_missing_unexpected_and_shapes() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("small.safetensors");
     let m = Classifier::new(
-        config(Arch::WideResNet { depth: 10, widen: 1, dropout: 0.0 }, HeadConfig::Fc),
+        config(Arch::WideResNet { depth: 10, widen: 1, dropout: 0.0 }, HeadConfig::FC),
         &Device::Cpu,
         1,
     )
@@ -69,7 +69,7 @@ fn mismatched_architecture_lists_missing_unexpected_and_shapes() {
         "{e}"
     );
     assert!(e.contains("unexpected: head.bias [4]"), "{e}");
-    let resnet = Classifier::new(config(Arch::ResNet18, HeadConfig::Fc), &Device::Cpu, 1).unwrap();
+    let resnet = Classifier::new(config(Arch::ResNet18, HeadConfig::FC), &Device::Cpu, 1).unwrap();
     let e = load_weights(&resnet, &path).unwrap_err().to_string();
     assert!(e.contains("missing: backbone.layer1.0.conv1.weight"), "{e}");
 }
@@ -79,7 +79,7 @@ fn missing_truncated_and_foreign_files_are_named() {
     let dir = tempfile::tempdir().unwrap();
     let e = load(&dir.path().join("none.safetensors"), &Device::Cpu).unwrap_err().to_string();
     assert!(e.contains("none.safetensors: checkpoint not found"), "{e}");
-    let m = Classifier::new(config(Arch::SmallCnn, HeadConfig::Fc), &Device::Cpu, 1).unwrap();
+    let m = Classifier::new(config(Arch::SmallCnn, HeadConfig::FC), &Device::Cpu, 1).unwrap();
     let path = dir.path().join("cut.safetensors");
     save(&m, &path, &CheckpointInfo::default()).unwrap();
     let bytes = std::fs::read(&path).unwrap();
@@ -126,7 +126,7 @@ fn a_flipped_byte_in_tensor_data_is_an_error_and_old_files_load_unchecked() {
     use robal_models::checkpoint::{load_checked, Integrity, DIGEST_KEY};
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("model.safetensors");
-    let m = Classifier::new(config(Arch::SmallCnn, HeadConfig::Fc), &Device::Cpu, 1).unwrap();
+    let m = Classifier::new(config(Arch::SmallCnn, HeadConfig::FC), &Device::Cpu, 1).unwrap();
     save(&m, &path, &CheckpointInfo::default()).unwrap();
     assert_eq!(load_checked(&path, &Device::Cpu).unwrap().2, Integrity::Verified);
 

@@ -11,7 +11,7 @@ use robal_models::{Arch, Classifier, HeadConfig, ModelConfig};
 
 fn model() -> Classifier {
     let cfg =
-        ModelConfig { arch: Arch::SmallCnn, in_channels: 1, num_classes: 3, head: HeadConfig::Fc, normalization: None };
+        ModelConfig { arch: Arch::SmallCnn, in_channels: 1, num_classes: 3, head: HeadConfig::FC, normalization: None };
     Classifier::new(cfg, &Device::Cpu, 0).unwrap()
 }
 
@@ -93,7 +93,7 @@ fn damaged_pytorch_files(fixture: &str) {
             arch: Arch::WideResNet { depth: 10, widen: 1, dropout: 0.0 },
             in_channels: 3,
             num_classes: 10,
-            head: HeadConfig::Fc,
+            head: HeadConfig::FC,
             normalization: None,
         };
         Classifier::new(cfg, &Device::Cpu, 0).unwrap()

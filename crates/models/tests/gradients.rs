@@ -44,14 +44,14 @@ fn check_input_gradient(m: &Classifier, shape: (usize, usize, usize, usize)) {
 
 #[test]
 fn input_gradients_match_finite_differences() {
-    check_input_gradient(&model(Arch::SmallCnn, 1, HeadConfig::Fc), (2, 1, 28, 28));
+    check_input_gradient(&model(Arch::SmallCnn, 1, HeadConfig::FC), (2, 1, 28, 28));
     check_input_gradient(&model(Arch::SmallCnn, 1, HeadConfig::ROBAL_EVAL), (2, 1, 28, 28));
     check_input_gradient(
         &model(Arch::WideResNet { depth: 10, widen: 1, dropout: 0.0 }, 3, HeadConfig::ROBAL_EVAL),
         (2, 3, 16, 16),
     );
-    check_input_gradient(&model(Arch::PreActResNet18, 3, HeadConfig::Fc), (1, 3, 8, 8));
-    check_input_gradient(&model(Arch::ResNet18, 3, HeadConfig::Fc), (1, 3, 8, 8));
+    check_input_gradient(&model(Arch::PreActResNet18, 3, HeadConfig::FC), (1, 3, 8, 8));
+    check_input_gradient(&model(Arch::ResNet18, 3, HeadConfig::FC), (1, 3, 8, 8));
 }
 
 #[test]
@@ -87,7 +87,7 @@ fn eval_mode_freezes_the_backbone_and_train_mode_does_not() {
     // An attack step (eval mode, input as a variable) must compute the input gradient
     // and no backbone parameter gradient; training computes them all.
     let dev = Device::Cpu;
-    let m = model(Arch::WideResNet { depth: 10, widen: 1, dropout: 0.0 }, 3, HeadConfig::Fc);
+    let m = model(Arch::WideResNet { depth: 10, widen: 1, dropout: 0.0 }, 3, HeadConfig::FC);
     let x = Var::from_tensor(&Tensor::rand(0f32, 1.0, (2, 3, 8, 8), &dev).unwrap()).unwrap();
     let params = m.store().trainable("");
     let eval = m.forward(x.as_tensor(), Mode::Eval).unwrap().sum_all().unwrap().backward().unwrap();

@@ -1,7 +1,7 @@
 //! Heads and boundary adjustment against hand-worked values and their properties.
 
 use candle_core::{Device, Tensor};
-use robal_models::{Arch, Classifier, HeadConfig, Mode, ModelConfig, ParamStore};
+use robal_models::{Arch, Classifier, FcBias, HeadConfig, Mode, ModelConfig, ParamStore, TensorKind};
 
 fn head(config: HeadConfig, w: &[f32], b: Option<&[f32]>, dim: usize) -> robal_models::Head {
     let store = ParamStore::new(Device::Cpu, 0);
@@ -82,13 +82,16 @@ fn fc_tau_norm_and_lws_hand_worked() {
     let w = [3.0f32, 4.0, 0.0, 2.0]; // ||w_0|| = 5, ||w_1|| = 2
     let b = [0.5f32, -1.0];
     let f = [1.0f32, 1.0];
-    let fc = logits(&head(HeadConfig::Fc, &w, Some(&b), 2), &f, 2);
+    let fc = logits(&head(HeadConfig::FC, &w, Some(&b), 2), &f, 2);
     assert_eq!(fc, vec![vec![7.5, 1.0]]);
     // tau = 1: w_0/5 . f = 1.4, w_1/2 . f = 1.
-    let tn = logits(&head(HeadConfig::TauNorm { tau: 1.0 }, &w, Some(&b), 2), &f, 2);
+    let tn = logits(&head(HeadConfig::TauNorm { tau: 1.0, bias: true }, &w, Some(&b), 2), &f, 2);
     assert!(close(tn[0][0], 1.4 + 0.5) && close(tn[0][1], 1.0 - 1.0), "{tn:?}");
-    let t0 = logits(&head(HeadConfig::TauNorm { tau: 0.0 }, &w, Some(&b), 2), &f, 2);
+    let t0 = logits(&head(HeadConfig::TauNorm { tau: 0.0, bias: true }, &w, Some(&b), 2), &f, 2);
     assert_eq!(t0, fc, "tau = 0 is the FC head");
+    // PostNorm (`bias: False`): the same weights, the trained bias kept in the state, not added.
+    let pn = logits(&head(HeadConfig::TauNorm { tau: 1.0, bias: false }, &w, Some(&b), 2), &f, 2);
+    assert!(close(pn[0][0], 1.4) && close(pn[0][1], 1.0), "{pn:?}");
     let lws = logits(&head(HeadConfig::Lws, &w, Some(&b), 2), &f, 2);
     assert_eq!(lws, fc, "gains start at 1");
 }
@@ -122,17 +125,74 @@ fn posthoc_adjustment_subtracts_tau_log_prior() {
 
 #[test]
 fn heads_swap_on_a_trained_backbone() {
-    let mut m = small(HeadConfig::Fc);
+    let mut m = small(HeadConfig::FC);
     let x = Tensor::rand(0f32, 1.0, (2, 1, 28, 28), &Device::Cpu).unwrap();
     let fc: Vec<Vec<f32>> = m.forward(&x, Mode::Eval).unwrap().to_vec2().unwrap();
     m.replace_head(HeadConfig::Lws, true).unwrap();
     assert_eq!(m.forward(&x, Mode::Eval).unwrap().to_vec2::<f32>().unwrap(), fc, "LWS starts as the FC head");
     assert_eq!(m.store().trainable("head.").len(), 3, "weight, bias, gains");
-    m.replace_head(HeadConfig::TauNorm { tau: 0.0 }, true).unwrap();
+    m.replace_head(HeadConfig::TauNorm { tau: 0.0, bias: true }, true).unwrap();
     assert_eq!(m.forward(&x, Mode::Eval).unwrap().to_vec2::<f32>().unwrap(), fc);
     let backbone_before = m.store().trainable("backbone.").len();
     m.replace_head(HeadConfig::ROBAL_EVAL, false).unwrap();
     assert_eq!(m.store().trainable("backbone.").len(), backbone_before);
     assert_eq!(m.config().head, HeadConfig::ROBAL_EVAL);
-    assert!(m.replace_head(HeadConfig::Fc, true).is_err(), "cosine weights are not FC weights");
+    assert!(m.replace_head(HeadConfig::FC, true).is_err(), "cosine weights are not FC weights");
+}
+
+#[test]
+fn prior_bias_init_is_the_focal_papers_log_odds() {
+    // Counts 600, 300, 100 (N = 1000): pi = 0.6, 0.3, 0.1; b = -log((1 - pi)/pi) by hand:
+    // -log(0.4/0.6) = 0.405465, -log(0.7/0.3) = -0.847298, -log(0.9/0.1) = -2.197225.
+    let m = small(HeadConfig::Fc { bias: FcBias::Prior });
+    m.init_prior_bias(&[600, 300, 100]).unwrap();
+    let b: Vec<f32> = m.store().state()["head.bias"].to_vec1().unwrap();
+    for (got, want) in b.iter().zip([0.405465f32, -0.847298, -2.197225]) {
+        assert!(close(*got, want), "{b:?}");
+    }
+    // The bias is still trained.
+    assert!(m.store().trainable("head.").iter().any(|(n, _)| n == "head.bias"));
+    // Counts that leave a class empty, or the wrong number of them, are refused.
+    assert!(m.init_prior_bias(&[600, 0, 100]).is_err());
+    assert!(m.init_prior_bias(&[600, 300]).unwrap_err().to_string().contains("2 class counts"));
+}
+
+#[test]
+fn frozen_random_bias_is_a_buffer_drawn_like_torch_linear() {
+    // Dot_Classifier: nn.Linear's bias, U(-1/sqrt(d), 1/sqrt(d)), requires_grad = False.
+    let m = small(HeadConfig::Fc { bias: FcBias::FrozenRandom });
+    let trainable: Vec<String> = m.store().trainable("head.").into_iter().map(|(n, _)| n).collect();
+    assert_eq!(trainable, ["head.weight"], "only the weight is trained");
+    let buffers: Vec<String> = m.store().vars(TensorKind::Buffer).into_iter().map(|(n, _)| n).collect();
+    assert!(buffers.contains(&"head.bias".to_string()), "{buffers:?}");
+    let d = m.store().state()["head.weight"].dim(1).unwrap();
+    let b: Vec<f32> = m.store().state()["head.bias"].to_vec1().unwrap();
+    let bound = 1.0 / (d as f32).sqrt();
+    assert!(b.iter().all(|v| v.abs() <= bound) && b.iter().any(|v| v.abs() > bound / 10.0), "{b:?}, bound {bound}");
+    // The logits add it: z = W f + b.
+    let x = Tensor::rand(0f32, 1.0, (2, 1, 28, 28), &Device::Cpu).unwrap();
+    let f = m.features(&x, Mode::Eval).unwrap();
+    let w = &m.store().state()["head.weight"];
+    let want: Vec<Vec<f32>> =
+        f.matmul(&w.t().unwrap()).unwrap().broadcast_add(&m.store().state()["head.bias"]).unwrap().to_vec2().unwrap();
+    assert_eq!(m.forward(&x, Mode::Eval).unwrap().to_vec2::<f32>().unwrap(), want);
+}
+
+#[test]
+fn head_options_parse_with_defaults_and_keep_old_files_readable() {
+    let parse = |s: &str| serde_json::from_str::<HeadConfig>(s).unwrap();
+    assert_eq!(parse(r#"{"kind":"fc"}"#), HeadConfig::FC);
+    assert_eq!(parse(r#"{"kind":"fc","bias":"prior"}"#), HeadConfig::Fc { bias: FcBias::Prior });
+    assert_eq!(parse(r#"{"kind":"fc","bias":"frozen-random"}"#), HeadConfig::Fc { bias: FcBias::FrozenRandom });
+    assert_eq!(
+        parse(r#"{"kind":"tau-norm","tau":1.0}"#),
+        HeadConfig::TauNorm { tau: 1.0, bias: true },
+        "a tau-norm head adds its bias unless told"
+    );
+    // The defaults serialise as before (checkpoint digests of existing runs stay valid).
+    assert_eq!(serde_json::to_string(&HeadConfig::FC).unwrap(), r#"{"kind":"fc"}"#);
+    assert_eq!(
+        serde_json::to_string(&HeadConfig::TauNorm { tau: 1.0, bias: true }).unwrap(),
+        r#"{"kind":"tau-norm","tau":1.0}"#
+    );
 }

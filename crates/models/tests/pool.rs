@@ -81,7 +81,7 @@ fn input_gradient_matches_finite_differences() {
 #[test]
 fn imagenet_resnets_run_an_attack_step_and_a_training_step() {
     for arch in [Arch::ResNet18ImageNet, Arch::ResNet50ImageNet] {
-        let cfg = ModelConfig { arch, in_channels: 3, num_classes: 5, head: HeadConfig::Fc, normalization: None };
+        let cfg = ModelConfig { arch, in_channels: 3, num_classes: 5, head: HeadConfig::FC, normalization: None };
         let m = Classifier::new(cfg, &Device::Cpu, 0).unwrap();
         let x = Tensor::rand(0f32, 1.0, (2, 3, 64, 64), &Device::Cpu).unwrap();
         let y = Tensor::new(&[1u32, 3], &Device::Cpu).unwrap();

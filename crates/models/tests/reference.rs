@@ -37,7 +37,7 @@ fn parameter_counts_equal_pytorch() {
         if (arch.starts_with("wrn-34") || arch.starts_with("wrn-28")) && classes != 10 {
             continue; // the big WRNs once each: building them takes a while in debug
         }
-        let head = if head == "cosine" { cosine } else { HeadConfig::Fc };
+        let head = if head == "cosine" { cosine } else { HeadConfig::FC };
         let m = model(arch.parse().unwrap(), head, classes);
         assert_eq!(m.store().num_params(), want, "{key}");
         checked += 1;
@@ -79,7 +79,7 @@ fn reference_wideresnet_with_cosine_head_matches_pytorch() {
 
 #[test]
 fn reference_wideresnet_with_fc_head_matches_pytorch() {
-    check_reference("fc", HeadConfig::Fc);
+    check_reference("fc", HeadConfig::FC);
 }
 
 /// A RobustBench-style WRN (names at top level, `fc`, `mu`/`sigma` normalisation
@@ -87,7 +87,7 @@ fn reference_wideresnet_with_fc_head_matches_pytorch() {
 /// set on the model.
 #[test]
 fn robustbench_wideresnet_with_its_normalisation_matches_pytorch() {
-    let mut m = model(Arch::WideResNet { depth: 10, widen: 1, dropout: 0.0 }, HeadConfig::Fc, 10);
+    let mut m = model(Arch::WideResNet { depth: 10, widen: 1, dropout: 0.0 }, HeadConfig::FC, 10);
     let norm = import_pytorch_with_normalization(&m, &fixture("robustbench_wrn10_1.pt")).unwrap();
     let norm = norm.expect("mu/sigma read from the checkpoint");
     assert_eq!(norm.mean, vec![0.4914, 0.4822, 0.4465]);
@@ -121,7 +121,7 @@ fn importing_into_the_wrong_architecture_lists_the_differences() {
         e.contains("shape mismatch: backbone.block1.layer.0.conv1.weight: file [16, 16, 3, 3], model [32, 16, 3, 3]"),
         "{e}"
     );
-    let m = model(Arch::WideResNet { depth: 10, widen: 1, dropout: 0.0 }, HeadConfig::Fc, 10);
+    let m = model(Arch::WideResNet { depth: 10, widen: 1, dropout: 0.0 }, HeadConfig::FC, 10);
     let e = import_pytorch(&m, &fixture("reference_wrn10_1_cosine.pt")).unwrap_err().to_string();
     assert!(e.contains("missing: head.bias [10]"), "{e}");
     let e = import_pytorch(&m, &fixture("nope.pt")).unwrap_err().to_string();
@@ -151,7 +151,7 @@ fn common_pytorch_layouts_map_onto_every_tensor() {
         (Arch::ResNet50ImageNet, "fc.", "module.", "layer1.0.conv3.weight"),
     ];
     for (arch, head, wrap, sample) in cases {
-        let cfg = ModelConfig { arch, in_channels: 3, num_classes: 10, head: HeadConfig::Fc, normalization: None };
+        let cfg = ModelConfig { arch, in_channels: 3, num_classes: 10, head: HeadConfig::FC, normalization: None };
         let m = Classifier::new(cfg, &Device::Cpu, 0).unwrap();
         let ours: Vec<String> = m.store().state().into_keys().collect();
         let theirs = foreign(&ours, head, wrap);
@@ -172,7 +172,7 @@ fn common_pytorch_layouts_map_onto_every_tensor() {
 fn set_normalization_changes_the_inputs_the_backbone_sees() {
     use robal_models::{Arch, Classifier, HeadConfig, Mode, ModelConfig, Normalization};
     let cfg =
-        ModelConfig { arch: Arch::SmallCnn, in_channels: 3, num_classes: 4, head: HeadConfig::Fc, normalization: None };
+        ModelConfig { arch: Arch::SmallCnn, in_channels: 3, num_classes: 4, head: HeadConfig::FC, normalization: None };
     let mut m = Classifier::new(cfg, &Device::Cpu, 0).unwrap();
     let x = candle_core::Tensor::rand(0f32, 1.0, (2, 3, 16, 16), &Device::Cpu).unwrap();
     let n = Normalization { mean: vec![0.5, 0.4, 0.3], std: vec![0.2, 0.25, 0.3] };
@@ -225,7 +225,7 @@ fn common_pytorch_layouts_give_pytorchs_logits() {
         ("torchvision-resnet50", Arch::ResNet50ImageNet),
     ] {
         let f = &fx[key];
-        let m = model(arch, HeadConfig::Fc, 10);
+        let m = model(arch, HeadConfig::FC, 10);
         let mut state = std::collections::BTreeMap::new();
         let shapes = f["shapes"].as_array().unwrap();
         for (k, (name, shape)) in f["names"].as_array().unwrap().iter().zip(shapes).enumerate() {
@@ -274,7 +274,7 @@ fn a_flipped_byte_in_tensor_data_is_refused_and_a_flipped_timestamp_is_not() {
     let entry = "reference_wrn10_1_fc/data/0";
     let (header, data) = zip_entry(&original, entry);
     let tmp = tempfile::tempdir().unwrap();
-    let fc = HeadConfig::Fc;
+    let fc = HeadConfig::FC;
     let arch = Arch::WideResNet { depth: 10, widen: 1, dropout: 0.0 };
 
     let mut flipped = original.clone();
@@ -304,13 +304,13 @@ fn a_flipped_byte_in_tensor_data_is_refused_and_a_flipped_timestamp_is_not() {
 #[test]
 fn legacy_pytorch_checkpoints_give_pytorchs_logits() {
     let arch = Arch::WideResNet { depth: 10, widen: 1, dropout: 0.0 };
-    let m = model(arch, HeadConfig::Fc, 10);
+    let m = model(arch, HeadConfig::FC, 10);
     import_pytorch(&m, &fixture("reference_wrn10_1_fc_legacy.pt")).unwrap();
     let fc_io = io("reference_wrn10_1_fc_io.pt");
     let err = max_rel_err(&m.forward(&fc_io["x"], Mode::Eval).unwrap(), &fc_io["logits_eval"]);
     assert!(err < 1e-4, "eval logits differ from PyTorch by {err}");
     // Bit for bit the tensors of the zip file it was re-saved from.
-    let zip = model(arch, HeadConfig::Fc, 10);
+    let zip = model(arch, HeadConfig::FC, 10);
     import_pytorch(&zip, &fixture("reference_wrn10_1_fc.pt")).unwrap();
     for ((n, x), (_, y)) in m.store().state().iter().zip(zip.store().state().iter()) {
         assert_eq!(
@@ -320,7 +320,7 @@ fn legacy_pytorch_checkpoints_give_pytorchs_logits() {
         );
     }
 
-    let mut rb = model(arch, HeadConfig::Fc, 10);
+    let mut rb = model(arch, HeadConfig::FC, 10);
     let norm = import_pytorch_with_normalization(&rb, &fixture("robustbench_wrn10_1_legacy.pt")).unwrap();
     rb.set_normalization(norm).unwrap();
     let rb_io = io("robustbench_wrn10_1_io.pt");
@@ -340,7 +340,7 @@ fn damaged_legacy_checkpoints_are_refused_by_name() {
     let try_import = |bytes: &[u8]| {
         let p = tmp.path().join("legacy.pt");
         std::fs::write(&p, bytes).unwrap();
-        import_pytorch(&model(arch, HeadConfig::Fc, 10), &p).map_err(|e| e.to_string())
+        import_pytorch(&model(arch, HeadConfig::FC, 10), &p).map_err(|e| e.to_string())
     };
     let n = original.len();
     for (cut, want) in [

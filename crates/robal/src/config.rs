@@ -68,6 +68,10 @@ pub enum TrainSampler {
     Shuffle,
     /// Class-aware re-sampling: each draw picks a class uniformly, then an example.
     ClassBalanced,
+    /// **quirk** of the RoBal reference's re-sampling baseline (its `ClassAwareSampler`):
+    /// epochs of max_c n_c * C draws, classes and each class's examples visited in
+    /// shuffled rounds ([`robal_data::Sampler::ClassAware`]).
+    ClassAware,
 }
 
 /// Automatic augmentation before pad-crop-flip (robal_data::augment).
@@ -113,17 +117,119 @@ pub enum CropPadding {
     Reflect,
 }
 
-/// Where the input normalisation (x - mean) / std happens.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+/// The input normalisation (x - mean_c) / std_c inside the model.
+///
+/// In a preset: `"dataset"` (the default), `"none"`, or the constants themselves,
+/// `{ mean = [0.5071, 0.4865, 0.4409], std = [0.2673, 0.2564, 0.2762] }`.
+#[derive(Clone, Debug, Default, PartialEq)]
 pub enum InputNormalization {
-    /// CIFAR's channel mean/std inside the model for 3-channel data (SPEC section
-    /// "normalisation lives inside the model"); none for MNIST.
+    /// CIFAR-10's channel mean/std, (0.4914, 0.4822, 0.4465) / (0.2471, 0.2435, 0.2616),
+    /// for 3-channel data (SPEC section "normalisation lives inside the model"); none
+    /// for greyscale data.
     #[default]
     Dataset,
     /// Raw \[0, 1\] pixels into the first layer, as the RoBal reference code, AT-BSL,
     /// TRADES-AWP and TAET train.
     None,
+    /// These per-channel constants (an official code's own: AT-AWP's CIFAR-100 statistics,
+    /// RobustLT's per-data-set `DATA_DESC`).
+    Constants {
+        /// Channel means.
+        mean: Vec<f64>,
+        /// Channel standard deviations (each > 0).
+        std: Vec<f64>,
+    },
+}
+
+/// CIFAR-10's training-set channel means (`InputNormalization::Dataset`).
+pub const CIFAR10_MEAN: [f64; 3] = [0.4914, 0.4822, 0.4465];
+/// CIFAR-10's training-set channel standard deviations (`InputNormalization::Dataset`).
+pub const CIFAR10_STD: [f64; 3] = [0.2471, 0.2435, 0.2616];
+
+impl InputNormalization {
+    /// The model's normalisation for images of `channels` channels, or an error naming
+    /// `model.normalization` when the constants do not fit.
+    pub fn resolve(&self, channels: usize) -> Result<Option<robal_models::Normalization>> {
+        let to32 = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+        match self {
+            InputNormalization::None => Ok(None),
+            InputNormalization::Dataset if channels == 3 => {
+                Ok(Some(robal_models::Normalization { mean: to32(&CIFAR10_MEAN), std: to32(&CIFAR10_STD) }))
+            }
+            InputNormalization::Dataset => Ok(None),
+            InputNormalization::Constants { mean, std } => {
+                if mean.len() != channels || std.len() != channels {
+                    return Err(invalid(
+                        "model.normalization",
+                        format!(
+                            "{} means and {} stds for images of {channels} channels: expected {channels} of each",
+                            mean.len(),
+                            std.len()
+                        ),
+                    ));
+                }
+                Ok(Some(robal_models::Normalization { mean: to32(mean), std: to32(std) }))
+            }
+        }
+    }
+
+    fn check(&self) -> Result<()> {
+        if let InputNormalization::Constants { mean, std } = self {
+            if mean.is_empty() || mean.len() != std.len() {
+                return Err(invalid(
+                    "model.normalization",
+                    format!("{} means and {} stds: expected one of each per channel", mean.len(), std.len()),
+                ));
+            }
+            if mean.iter().any(|m| !m.is_finite()) || std.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+                return Err(invalid(
+                    "model.normalization",
+                    format!("mean {mean:?}, std {std:?}: expected finite means and stds > 0"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Serialize for InputNormalization {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        match self {
+            InputNormalization::Dataset => s.serialize_str("dataset"),
+            InputNormalization::None => s.serialize_str("none"),
+            InputNormalization::Constants { mean, std } => {
+                let mut st = s.serialize_struct("InputNormalization", 2)?;
+                st.serialize_field("mean", mean)?;
+                st.serialize_field("std", std)?;
+                st.end()
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for InputNormalization {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Constants {
+            mean: Vec<f64>,
+            std: Vec<f64>,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Repr {
+            Name(String),
+            Constants(Constants),
+        }
+        const EXPECTED: &str = "expected \"dataset\", \"none\" or { mean = [...], std = [...] }";
+        match Repr::deserialize(d).map_err(|_| serde::de::Error::custom(EXPECTED))? {
+            Repr::Name(n) if n == "dataset" => Ok(InputNormalization::Dataset),
+            Repr::Name(n) if n == "none" => Ok(InputNormalization::None),
+            Repr::Name(n) => Err(serde::de::Error::custom(format!("{n:?}: {EXPECTED}"))),
+            Repr::Constants(Constants { mean, std }) => Ok(InputNormalization::Constants { mean, std }),
+        }
+    }
 }
 
 /// Which data set to train on.
@@ -145,7 +251,8 @@ pub struct DataConfig {
     /// `exp` or `step` (CIFAR only).
     #[serde(default)]
     pub profile: LtProfile,
-    /// `shuffle` or `class-balanced` (class-aware re-sampling).
+    /// `shuffle`, `class-balanced` (class-aware re-sampling, i.i.d. draws) or `class-aware`
+    /// (the RoBal reference's `ClassAwareSampler`).
     #[serde(default)]
     pub sampler: TrainSampler,
     /// Training augmentation on.
@@ -172,9 +279,26 @@ pub struct DataConfig {
     /// Padding of the random crop: `zero` (SPEC) or `reflect` (AT-AWP).
     #[serde(default)]
     pub padding: CropPadding,
+    /// Random rotation after crop and flip, largest angle in degrees (0 = none):
+    /// torchvision's `RandomRotation(15)` in AT-AWP's and RobustLT's CIFAR-100 transform
+    /// ([`robal_data::augment::RandomRotation`]).
+    #[serde(default, skip_serializing_if = "is_zero_f64")]
+    pub rotation: f64,
     /// CIFAR only: read the test images from this batch file instead of `dir`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test_file: Option<String>,
+    /// Drop each epoch's last partial batch (the default, as the RoBal reference and
+    /// AT-BSL's CIFAR loaders). `false` keeps it, as the loaders of AT-AWP, TRADES-AWP,
+    /// REAT, TAET, RobustLT and AT-BSL's Tiny-ImageNet do (`drop_last=False`).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub drop_last: bool,
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+fn is_zero_f64(v: &f64) -> bool {
+    *v == 0.0
 }
 
 impl DataConfig {
@@ -209,7 +333,8 @@ pub struct ModelSection {
     /// Post-hoc boundary adjustment tau_p at evaluation (none by default).
     #[serde(default)]
     pub posthoc_tau: Option<f64>,
-    /// Input normalisation inside the model (`dataset`) or none (`none`).
+    /// Input normalisation inside the model: `"dataset"` (CIFAR-10's constants for colour
+    /// images), `"none"`, or `{ mean = [...], std = [...] }` ([`InputNormalization`]).
     #[serde(default)]
     pub normalization: InputNormalization,
 }
@@ -626,6 +751,27 @@ impl TrainConfig {
         on(self.train.bn_passes == BnPasses::Reference, "train.bn_passes = \"reference\" (reference pass order)");
         on(self.train.log_passes, "train.log_passes = true (RobustLT's logging passes)");
         on(
+            self.data.sampler == TrainSampler::ClassAware,
+            "data.sampler = \"class-aware\" (the reference's ClassAwareSampler)",
+        );
+        on(!self.data.drop_last, "data.drop_last = false (the last partial batch is trained on)");
+        on(
+            matches!(self.model.head, HeadConfig::Fc { bias: robal_models::FcBias::Prior }),
+            "model.head.bias = \"prior\" (the reference's focal-loss bias init)",
+        );
+        on(
+            matches!(self.model.head, HeadConfig::Fc { bias: robal_models::FcBias::FrozenRandom }),
+            "model.head.bias = \"frozen-random\" (the reference's Dot head)",
+        );
+        on(
+            matches!(self.model.eval_head, Some(HeadConfig::TauNorm { bias: false, .. })),
+            "model.eval_head.bias = false (the reference's PostNorm head)",
+        );
+        on(
+            matches!(self.model.normalization, InputNormalization::Constants { .. }),
+            "model.normalization = { mean, std } (the code's own constants)",
+        );
+        on(
             self.attack.random_start == Some(AttackStart::OneSided),
             "attack.random_start = \"one-sided\" (RoBal reference)",
         );
@@ -649,6 +795,7 @@ impl TrainConfig {
 
     /// Check every field that serde cannot: ranges, names, and combinations.
     pub fn validate(&self) -> Result<()> {
+        self.model.normalization.check()?;
         if !(self.data.ratio > 0.0 && self.data.ratio <= 1.0) {
             return Err(invalid("data.ratio", format!("{} is outside (0, 1]", self.data.ratio)));
         }
@@ -698,6 +845,12 @@ impl TrainConfig {
             return Err(invalid(
                 "data.validation",
                 format!("{}: expected a fraction in [0, 0.9)", self.data.validation),
+            ));
+        }
+        if !(self.data.rotation.is_finite() && (0.0..=180.0).contains(&self.data.rotation)) {
+            return Err(invalid(
+                "data.rotation",
+                format!("{}: expected degrees in [0, 180] (0 = no rotation)", self.data.rotation),
             ));
         }
         if let AugmentPolicy::RandAugment { n, m } = self.data.policy {

@@ -15,16 +15,16 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use robal_attacks::Pgd;
+use robal_data::augment::RandomRotation;
 use robal_data::{
     cifar, load_embedded, long_tailed, tiny_imagenet, Cifar, Dataset, ImageSet, Loader, LoaderConfig, PadCropFlip,
     Profile, Sampler, Selection, Split,
 };
 use robal_models::checkpoint::{self, CheckpointInfo};
-use robal_models::{Classifier, HeadConfig, Mode, ModelConfig, Normalization};
+use robal_models::{Classifier, FcBias, HeadConfig, Mode, ModelConfig};
 
 use crate::config::{
-    AttackStart, CropPadding, DataName, InputNormalization, LtProfile, Stage2Kind, Stage2Section, TrainConfig,
-    TrainSampler,
+    AttackStart, CropPadding, DataName, LtProfile, Stage2Kind, Stage2Section, TrainConfig, TrainSampler,
 };
 use crate::error::{Result, TrainError};
 use crate::evaluate::{quick_eval, QuickEval};
@@ -77,7 +77,8 @@ pub fn load_data(cfg: &TrainConfig) -> Result<(ImageSet, ImageSet)> {
         }
     };
     let pad_crop = PadCropFlip { reflect: cfg.data.padding == CropPadding::Reflect, ..train.augmentation() };
-    let train = train.with_augmentation(pad_crop).with_policy(cfg.data.policy.policy());
+    let rotation = (cfg.data.rotation > 0.0).then_some(RandomRotation { degrees: cfg.data.rotation });
+    let train = train.with_augmentation(pad_crop).with_policy(cfg.data.policy.policy()).with_rotation(rotation);
     if cfg.data.limit > 0 && cfg.data.limit < train.len() {
         // Stratified: each class keeps its share (at least one image), so no class vanishes.
         let counts: Vec<usize> = train
@@ -96,8 +97,7 @@ pub fn load_data(cfg: &TrainConfig) -> Result<(ImageSet, ImageSet)> {
 /// Build the model a config describes (training head), recording the class counts.
 pub fn build_model(cfg: &TrainConfig, train: &ImageSet, device: &Device) -> Result<Classifier> {
     let shape = train.shape();
-    let normalization = (shape.channels == 3 && cfg.model.normalization == InputNormalization::Dataset)
-        .then(|| Normalization { mean: vec![0.4914, 0.4822, 0.4465], std: vec![0.2471, 0.2435, 0.2616] });
+    let normalization = cfg.model.normalization.resolve(shape.channels)?;
     let config = ModelConfig {
         arch: cfg.arch()?,
         in_channels: shape.channels,
@@ -107,6 +107,9 @@ pub fn build_model(cfg: &TrainConfig, train: &ImageSet, device: &Device) -> Resu
     };
     let mut model = Classifier::new(config, device, cfg.train.seed)?;
     model.set_class_counts(train.classes().train_counts().to_vec())?;
+    if cfg.model.head == (HeadConfig::Fc { bias: FcBias::Prior }) {
+        model.init_prior_bias(train.classes().train_counts())?;
+    }
     Ok(model)
 }
 
@@ -294,10 +297,12 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions, device: &Device) -> Result<Ru
     let sampler = match cfg.data.sampler {
         TrainSampler::Shuffle => Sampler::Shuffle,
         TrainSampler::ClassBalanced => Sampler::ClassBalanced,
+        TrainSampler::ClassAware => Sampler::ClassAware,
     };
     let loader_cfg = LoaderConfig {
         sampler,
         augment: cfg.data.augment,
+        drop_last: cfg.data.drop_last,
         ..LoaderConfig::train(cfg.train.batch_size, cfg.train.seed)
     };
     let train_arc = Arc::new(train_set);
@@ -484,7 +489,7 @@ fn second_stage(
 ) -> Result<()> {
     let attack = InnerAttack::from_config(cfg, InnerLoss::CrossEntropy, AttackStart::Uniform);
     let prefix = if s2.kind == Stage2Kind::Crt {
-        model.replace_head(HeadConfig::Fc, false)?;
+        model.replace_head(HeadConfig::FC, false)?;
         "head."
     } else {
         model.replace_head(HeadConfig::Lws, true)?;

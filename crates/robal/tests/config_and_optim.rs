@@ -248,3 +248,39 @@ fn the_cumulative_rule_with_warm_up_matches_the_reference() {
         assert!((got - w).abs() <= 1e-12 * w, "epoch {e}: {got} vs {w}");
     }
 }
+
+#[test]
+fn normalisation_constants_parse_check_and_reach_the_model() {
+    use robal::config::InputNormalization;
+    let c = default_preset(&["model.normalization={ mean = [0.5], std = [0.25] }"]).unwrap();
+    assert_eq!(c.model.normalization, InputNormalization::Constants { mean: vec![0.5], std: vec![0.25] });
+    let (train_set, _) = robal::train::load_data(&c).unwrap();
+    let model = robal::train::build_model(&c, &train_set, &Device::Cpu).unwrap();
+    let n = model.config().normalization.clone().unwrap();
+    assert_eq!((n.mean, n.std), (vec![0.5f32], vec![0.25f32]));
+    // Greyscale data with "dataset": no normalisation; colour data: CIFAR-10's constants.
+    assert_eq!(InputNormalization::Dataset.resolve(1).unwrap(), None);
+    assert_eq!(InputNormalization::Dataset.resolve(3).unwrap().unwrap().mean, vec![0.4914f32, 0.4822, 0.4465]);
+    // Three constants for one channel: refused when the model is built, naming the field.
+    let c3 = default_preset(&["model.normalization={ mean = [0.5, 0.5, 0.5], std = [0.2, 0.2, 0.2] }"]).unwrap();
+    let e = robal::train::build_model(&c3, &train_set, &Device::Cpu).unwrap_err().to_string();
+    assert!(e.contains("model.normalization") && e.contains("1 channels"), "{e}");
+    // Checked at load: a zero std, mismatched lengths, an unknown name, a misspelt key.
+    for (bad, says) in [
+        ("{ mean = [0.5], std = [0.0] }", "stds > 0"),
+        ("{ mean = [0.5, 0.5], std = [0.2] }", "2 means and 1 stds"),
+        ("\"cifar\"", "expected \"dataset\", \"none\" or"),
+        ("{ mean = [0.5], sd = [0.2] }", "expected \"dataset\", \"none\" or"),
+    ] {
+        let e = default_preset(&[&format!("model.normalization={bad}")]).unwrap_err().to_string();
+        assert!(e.contains("model.normalization") && e.contains(says), "{bad}: {e}");
+    }
+    // Written back as it was read (run folders compare their config text).
+    let text = toml::to_string(&c).unwrap();
+    assert!(
+        text.contains("normalization = { mean = [0.5], std = [0.25] }") || text.contains("[model.normalization]"),
+        "{text}"
+    );
+    let back: TrainConfig = toml::from_str(&text).unwrap();
+    assert_eq!(back, c);
+}

@@ -72,7 +72,7 @@ fn small_model() -> Classifier {
         arch: Arch::SmallCnn,
         in_channels: 1,
         num_classes: 10,
-        head: HeadConfig::Fc,
+        head: HeadConfig::FC,
         normalization: None,
     };
     let mut m = Classifier::new(cfg, &Device::Cpu, 3).unwrap();

@@ -377,3 +377,53 @@ fn tiny_imagenet_lt_trains_from_the_folder_layout() {
     let s = train(&cfg, &opts(out.path()), &Device::Cpu).unwrap();
     assert_eq!(s.eval.images, 20);
 }
+
+fn tensor(ckpt: &[(String, Vec<u32>)], name: &str) -> Vec<f32> {
+    let (_, bits) = ckpt.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("{name} not in the checkpoint"));
+    bits.iter().map(|&b| f32::from_bits(b)).collect()
+}
+
+#[test]
+fn fc_bias_quirks_start_and_train_as_the_reference_heads() {
+    // Dot: the bias is drawn at init and never trained: the same after a step at any lr.
+    let frozen =
+        |lr: &str| one_step("mnist-lt-pgd-at.toml", &["model.head={ kind = \"fc\", bias = \"frozen-random\" }", lr]);
+    let (a, b) = (frozen("train.lr=0.05"), frozen("train.lr=0.5"));
+    assert_eq!(tensor(&a, "head.bias"), tensor(&b, "head.bias"), "a frozen bias does not move");
+    assert_ne!(tensor(&a, "head.weight"), tensor(&b, "head.weight"), "the weight does");
+    assert!(tensor(&a, "head.bias").iter().any(|&v| v != 0.0), "drawn at random, not zero");
+    // Focal prior init: b_c = log(pi_c / (1 - pi_c)) of the training counts; one step at a
+    // tiny lr leaves it there.
+    let cfg = preset("mnist-lt-pgd-at.toml", &["data.limit=40", "model.head={ kind = \"fc\", bias = \"prior\" }"]);
+    let (train_set, _) = robal::train::load_data(&cfg).unwrap();
+    use robal_data::Dataset;
+    let counts = train_set.classes().train_counts().to_vec();
+    let total: usize = counts.iter().sum();
+    let prior = one_step(
+        "mnist-lt-pgd-at.toml",
+        &["model.head={ kind = \"fc\", bias = \"prior\" }", "train.lr=1e-9", "train.weight_decay=0.0"],
+    );
+    for (c, (got, n)) in tensor(&prior, "head.bias").iter().zip(&counts).enumerate() {
+        let pi = *n as f64 / total as f64;
+        let want = (pi / (1.0 - pi)).ln();
+        assert!((*got as f64 - want).abs() < 1e-5, "class {c}: {got} vs log-odds {want} of {counts:?}");
+    }
+}
+
+#[test]
+fn keeping_the_last_partial_batch_trains_on_it() {
+    // 40 images, batch 32: drop_last trains one step on 32 images; keeping the last
+    // batch (the code's drop_last=False) trains a second step on the other 8.
+    let cfg = preset("mnist-lt-pgd-at.toml", &["data.drop_last=false"]);
+    assert!(cfg.quirks().iter().any(|q| q.starts_with("data.drop_last")), "{:?}", cfg.quirks());
+    let (dropped, kept) =
+        (one_step("mnist-lt-pgd-at.toml", &[]), one_step("mnist-lt-pgd-at.toml", &["data.drop_last=false"]));
+    assert_ne!(tensor(&dropped, "head.weight"), tensor(&kept, "head.weight"), "the last 8 images were trained on");
+    // With no partial batch (batch = the subset's size) the option changes nothing, bit for bit.
+    let n = robal_data::Dataset::len(
+        &robal::train::load_data(&preset("mnist-lt-pgd-at.toml", &["data.limit=40"])).unwrap().0,
+    );
+    let batch = format!("train.batch_size={n}");
+    let whole = |keep: &str| one_step("mnist-lt-pgd-at.toml", &[&batch, keep]);
+    assert_eq!(whole("data.drop_last=true"), whole("data.drop_last=false"));
+}

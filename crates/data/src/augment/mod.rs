@@ -5,9 +5,11 @@
 //! ChaCha8 stream, so runs are reproducible but not draw-for-draw torch's.
 
 pub mod ops;
+pub mod rotation;
 
 pub use ops::{apply, Op};
 use rand::Rng;
+pub use rotation::RandomRotation;
 
 use crate::dataset::{AugmentRng, ImageShape};
 

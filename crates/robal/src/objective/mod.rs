@@ -88,8 +88,9 @@ pub enum BnPasses {
     /// One pass per distinct input: RoBal adv, clean; TRADES clean, adv.
     #[default]
     Minimal,
-    /// The reference code's passes: RoBal adv, clean, adv again for the KL term;
-    /// TRADES clean, adv, clean again for the KL term.
+    /// The reference code's passes: RoBal adv, clean (its natural term, run even at
+    /// beta_nat = 0), then clean and adv again for the KL term; TRADES clean, adv,
+    /// clean again for the KL term.
     Reference,
 }
 

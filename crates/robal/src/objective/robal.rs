@@ -18,7 +18,8 @@ pub struct Robal {
     pub beta_nat: f64,
     /// Weight of the KL term (6 on CIFAR-10-LT).
     pub beta_reg: f64,
-    /// Train-mode passes: adv, clean (`minimal`); adv, clean, adv (`reference`).
+    /// Train-mode passes: adv, clean (`minimal`); adv, clean, clean, adv (`reference`:
+    /// the outer loss, the natural term, then the KL term's own two passes).
     pub passes: BnPasses,
 }
 
@@ -35,20 +36,28 @@ impl Objective for Robal {
         let x_adv = crafted(x_adv, self.method())?;
         let z_adv = ctx.train_logits(x_adv)?;
         let mut loss = (ctx.class_loss(&z_adv, y)? * self.beta_adv)?;
-        let mut z_nat = None;
-        if self.beta_nat > 0.0 || self.beta_reg > 0.0 {
+        let reference = self.passes == BnPasses::Reference;
+        // The natural term's pass. The reference runs it even at beta_nat = 0 (its
+        // `nat_loss` object is never None, train_modes.py:225-226).
+        let z_nat = if self.beta_nat > 0.0 || reference {
             let zn = ctx.train_logits(x)?;
             if self.beta_nat > 0.0 {
                 loss = (loss + (ctx.class_loss(&zn, y)? * self.beta_nat)?)?;
             }
-            if self.beta_reg > 0.0 {
-                let z_kl = match self.passes {
-                    BnPasses::Minimal => z_adv.clone(),
-                    BnPasses::Reference => ctx.train_logits(x_adv)?,
-                };
-                loss = (loss + (trades_kl(&zn, &z_kl)? * self.beta_reg)?)?;
-            }
-            z_nat = Some(zn);
+            Some(zn)
+        } else {
+            None
+        };
+        if self.beta_reg > 0.0 {
+            // KL(p(x) || p(x_adv)): on the passes already made (`minimal`), or on two
+            // fresh ones, clean then adversarial, as the reference (:230-231).
+            let (zn, z_kl) = match (&z_nat, reference) {
+                (Some(zn), false) => (zn.clone(), z_adv.clone()),
+                (None, false) => (ctx.train_logits(x)?, z_adv.clone()),
+                (_, true) => (ctx.train_logits(x)?, ctx.train_logits(x_adv)?),
+            };
+            loss = (loss + (trades_kl(&zn, &z_kl)? * self.beta_reg)?)?;
+            return Ok(StepOutput { loss, clean_logits: Some(zn), adv_logits: Some(z_adv) });
         }
         Ok(StepOutput { loss, clean_logits: z_nat, adv_logits: Some(z_adv) })
     }
