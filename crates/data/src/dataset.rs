@@ -229,6 +229,24 @@ impl ImageSet {
         })
     }
 
+    /// Every image resized to `height` x `width` by Pillow's bilinear resize
+    /// ([`crate::resize::resize_bilinear`]), labels, metadata and augmentation kept (the
+    /// augmentation then runs at the new size, as torchvision's `Resize` before
+    /// `RandomCrop`).
+    pub fn resized(&self, height: usize, width: usize) -> Result<Self> {
+        let shape = ImageShape::new(self.shape.channels, height, width);
+        let pixels = crate::resize::resize_all(&self.pixels, self.shape, height, width)?;
+        Ok(Self {
+            pixels,
+            shape,
+            labels: self.labels.clone(),
+            classes: self.classes.clone(),
+            augmentation: self.augmentation,
+            policy: self.policy,
+            rotation: self.rotation,
+        })
+    }
+
     /// The same images with other class metadata (e.g. the training counts of a long-tailed subset).
     pub fn with_classes(mut self, classes: ClassInfo) -> Result<Self> {
         if classes.num_classes() != self.classes.num_classes() {

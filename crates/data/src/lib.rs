@@ -42,6 +42,7 @@ pub mod loader;
 pub mod longtail;
 pub mod meta;
 pub mod numpy_rng;
+pub mod resize;
 pub mod tiny_imagenet;
 
 pub use atomic::write_atomic;
@@ -56,3 +57,4 @@ pub use loader::{Batch, Batches, Loader, LoaderConfig, Sampler};
 pub use longtail::{long_tailed, select, Profile, Selection};
 pub use meta::{ClassInfo, ShotGroup};
 pub use numpy_rng::NumpyLegacyRng;
+pub use resize::resize_bilinear;

@@ -77,6 +77,12 @@ pub fn load_data(cfg: &TrainConfig) -> Result<(ImageSet, ImageSet)> {
         }
     };
     let pad_crop = PadCropFlip { reflect: cfg.data.padding == CropPadding::Reflect, ..train.augmentation() };
+    let (train, test) = match cfg.data.resize {
+        // Resized once, before the long tail's subset and augmentation, as torchvision's
+        // Resize runs first in the notebook's transform.
+        Some([h, w]) => (train.resized(h, w)?, test.resized(h, w)?),
+        None => (train, test),
+    };
     let rotation = (cfg.data.rotation > 0.0).then_some(RandomRotation { degrees: cfg.data.rotation });
     let train = train.with_augmentation(pad_crop).with_policy(cfg.data.policy.policy()).with_rotation(rotation);
     if cfg.data.limit > 0 && cfg.data.limit < train.len() {

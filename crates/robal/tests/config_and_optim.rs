@@ -284,3 +284,20 @@ fn normalisation_constants_parse_check_and_reach_the_model() {
     let back: TrainConfig = toml::from_str(&text).unwrap();
     assert_eq!(back, c);
 }
+
+#[test]
+fn resize_applies_pillows_bilinear_to_train_and_test_images() {
+    use robal_data::Dataset;
+    let plain = default_preset(&[]).unwrap();
+    let resized = default_preset(&["data.resize=[40, 36]"]).unwrap();
+    assert!(resized.quirks().iter().any(|q| q.starts_with("data.resize")));
+    let ((a, at), (b, bt)) = (robal::train::load_data(&plain).unwrap(), robal::train::load_data(&resized).unwrap());
+    assert_eq!((b.shape().height, b.shape().width, bt.shape().height), (40, 36, 40));
+    assert_eq!((a.len(), at.len()), (b.len(), bt.len()), "the same images");
+    for i in [0, a.len() - 1] {
+        assert_eq!(b.image(i), &robal_data::resize_bilinear(a.image(i), a.shape(), 40, 36).unwrap()[..]);
+    }
+    assert_eq!(bt.image(3), &robal_data::resize_bilinear(at.image(3), at.shape(), 40, 36).unwrap()[..]);
+    let e = default_preset(&["data.resize=[0, 224]"]).unwrap_err().to_string();
+    assert!(e.contains("data.resize"), "{e}");
+}
