@@ -409,7 +409,7 @@ pub fn describe_head(model: &Classifier) -> String {
             format!("cosine s={scale} gamma={gamma}{}", if bias { " (bias)" } else { "" })
         }
         HeadConfig::TauNorm { tau, bias } => format!("tau-norm tau={tau}{}", if bias { "" } else { " (no bias)" }),
-        HeadConfig::Lws => "lws".to_string(),
+        HeadConfig::Lws { bias } => format!("lws{}", if bias { "" } else { " (no bias)" }),
     };
     match model.posthoc_tau() {
         Some(t) => format!("{h} + post-hoc tau_p={t}"),

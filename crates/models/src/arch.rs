@@ -107,7 +107,13 @@ pub enum HeadConfig {
         bias: bool,
     },
     /// Learnable weight scaling: z_c = g_c (W f + b)_c with learnable g (init 1).
-    Lws,
+    Lws {
+        /// Add the FC bias (the default). `false` is the RoBal reference's LWS
+        /// (`PostNorm(lws=True, bias=False)`): z_c = g_c (W f)_c, the trained bias kept in
+        /// the state but not added.
+        #[serde(default = "yes", skip_serializing_if = "is_true")]
+        bias: bool,
+    },
 }
 
 fn yes() -> bool {
@@ -143,6 +149,8 @@ impl FcBias {
 impl HeadConfig {
     /// The plain FC head: z = W f + b, b learned from 0.
     pub const FC: Self = HeadConfig::Fc { bias: FcBias::Learned };
+    /// Learnable weight scaling on the trained FC head, bias added: z_c = g_c (W f + b)_c.
+    pub const LWS: Self = HeadConfig::Lws { bias: true };
     /// The paper's cosine head for evaluation: s = 10, gamma = 0.03125, no bias.
     pub const ROBAL_EVAL: Self = HeadConfig::Cosine { scale: 10.0, gamma: 0.03125, bias: false };
 }

@@ -51,7 +51,7 @@ impl Head {
             HeadConfig::TauNorm { tau, .. } if !(0.0..=2.0).contains(&tau) => {
                 return Err(invalid("tau-norm head", format!("tau {tau}: expected 0..=2")))
             }
-            HeadConfig::TauNorm { bias, .. } => (true, bias),
+            HeadConfig::TauNorm { bias, .. } | HeadConfig::Lws { bias } => (true, bias),
             _ => (true, true),
         };
         let bias = match config {
@@ -61,8 +61,11 @@ impl Head {
             _ if has_bias => Some(p.param("bias", &[classes], Init::Const(0.0))?),
             _ => None,
         };
-        let gains =
-            if config == HeadConfig::Lws { Some(p.param("gains", &[classes], Init::Const(1.0))?) } else { None };
+        let gains = if matches!(config, HeadConfig::Lws { .. }) {
+            Some(p.param("gains", &[classes], Init::Const(1.0))?)
+        } else {
+            None
+        };
         Ok(Self { config, weight, bias, add_bias, gains })
     }
 
@@ -81,7 +84,7 @@ impl Head {
     /// - FC: f W^T + b;
     /// - cosine: s * (f/||f||) (W_c/(||W_c|| + gamma))^T (+ b);
     /// - tau-norm: f (W_c/||W_c||^tau)^T + b;
-    /// - LWS: g * (f W^T + b).
+    /// - LWS: g * (f W^T + b) (b left out when `bias` is false).
     pub fn forward(&self, f: &Tensor) -> Result<Tensor> {
         let linear = |w: &Tensor| -> Result<Tensor> {
             let z = f.matmul(&w.t()?)?;
@@ -106,7 +109,7 @@ impl Head {
                 let n = row_norms(&self.weight)?.maximum(NORM_FLOOR)?.powf(tau)?;
                 linear(&self.weight.broadcast_div(&n)?)
             }
-            HeadConfig::Lws => {
+            HeadConfig::Lws { .. } => {
                 let gains = self.gains.as_ref().ok_or_else(|| invalid("LWS head", "gains missing"))?;
                 Ok(linear(&self.weight)?.broadcast_mul(gains)?)
             }

@@ -92,8 +92,11 @@ fn fc_tau_norm_and_lws_hand_worked() {
     // PostNorm (`bias: False`): the same weights, the trained bias kept in the state, not added.
     let pn = logits(&head(HeadConfig::TauNorm { tau: 1.0, bias: false }, &w, Some(&b), 2), &f, 2);
     assert!(close(pn[0][0], 1.4) && close(pn[0][1], 1.0), "{pn:?}");
-    let lws = logits(&head(HeadConfig::Lws, &w, Some(&b), 2), &f, 2);
+    let lws = logits(&head(HeadConfig::LWS, &w, Some(&b), 2), &f, 2);
     assert_eq!(lws, fc, "gains start at 1");
+    // PostNorm's LWS (bias: False): g (W f) = (7, 2) with the gains at 1.
+    let lws_nb = logits(&head(HeadConfig::Lws { bias: false }, &w, Some(&b), 2), &f, 2);
+    assert_eq!(lws_nb, vec![vec![7.0, 2.0]]);
 }
 
 fn small(head: HeadConfig) -> Classifier {
@@ -128,7 +131,7 @@ fn heads_swap_on_a_trained_backbone() {
     let mut m = small(HeadConfig::FC);
     let x = Tensor::rand(0f32, 1.0, (2, 1, 28, 28), &Device::Cpu).unwrap();
     let fc: Vec<Vec<f32>> = m.forward(&x, Mode::Eval).unwrap().to_vec2().unwrap();
-    m.replace_head(HeadConfig::Lws, true).unwrap();
+    m.replace_head(HeadConfig::LWS, true).unwrap();
     assert_eq!(m.forward(&x, Mode::Eval).unwrap().to_vec2::<f32>().unwrap(), fc, "LWS starts as the FC head");
     assert_eq!(m.store().trainable("head.").len(), 3, "weight, bias, gains");
     m.replace_head(HeadConfig::TauNorm { tau: 0.0, bias: true }, true).unwrap();

@@ -620,16 +620,79 @@ pub enum Stage2Kind {
     Lws,
 }
 
+/// BatchNorm during the second stage.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Stage2BatchNorm {
+    /// Running statistics, unchanged: the backbone is frozen, statistics included.
+    #[default]
+    Frozen,
+    /// **quirk** of the RoBal reference's second stages (`model.train()` in its loop):
+    /// batch statistics in the forward pass, running statistics updated every step;
+    /// the backbone's weights still do not move (their lr is 0).
+    Train,
+}
+
+impl Stage2BatchNorm {
+    fn is_frozen(&self) -> bool {
+        *self == Stage2BatchNorm::Frozen
+    }
+}
+
 /// A second stage on a frozen backbone (classifier re-training or learnable weight scaling).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Stage2Section {
-    /// `crt` (new head, class-balanced sampling) or `lws` (learn per-class gains).
+    /// `crt` (re-train the FC head, class-balanced sampling) or `lws` (learn per-class gains).
     pub kind: Stage2Kind,
     /// Epochs.
     pub epochs: usize,
     /// Learning rate.
     pub lr: f64,
+    /// Stage epochs at which the lr is multiplied by `train.lr_gamma`, under `train.lr_rule`
+    /// (`step`: 0-based stage epochs; `cumulative`: 1-based, the reference's global
+    /// milestones minus the first stage's epochs, e.g. [83, 86] after 80 -> [3, 6]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub milestones: Vec<usize>,
+    /// crt only: start from the trained FC head (the reference's `RS-fine`, which loads
+    /// the first stage's classifier) instead of a fresh one. Off by default.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub keep_head: bool,
+    /// lws only: add the FC bias to the scaled logits (the default); `false` is the
+    /// reference's `PostNorm(lws=True, bias=False)`.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub lws_bias: bool,
+    /// BatchNorm in the stage's forward passes: `frozen` (default) or `train`.
+    #[serde(default, skip_serializing_if = "Stage2BatchNorm::is_frozen")]
+    pub batch_norm: Stage2BatchNorm,
+    /// The stage's sampler: `class-balanced` (default: i.i.d. class-uniform draws, one
+    /// pass's worth per epoch) or `class-aware` (the reference's `ClassAwareSampler`:
+    /// max_c n_c * C draws per epoch).
+    #[serde(default = "class_balanced", skip_serializing_if = "is_class_balanced")]
+    pub sampler: TrainSampler,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+fn class_balanced() -> TrainSampler {
+    TrainSampler::ClassBalanced
+}
+fn is_class_balanced(s: &TrainSampler) -> bool {
+    *s == TrainSampler::ClassBalanced
+}
+
+impl Stage2Section {
+    /// The stage's learning rate at 0-based stage `epoch`: `lr` under `train`'s lr rule
+    /// and gamma with this stage's milestones, no warm-up.
+    pub fn learning_rate(&self, train: &TrainSection, epoch: usize) -> f64 {
+        match train.lr_rule {
+            LrRule::Step => crate::optim::learning_rate(self.lr, epoch, 0.0, 0, &self.milestones, train.lr_gamma),
+            LrRule::Cumulative => {
+                crate::optim::cumulative_learning_rate(self.lr, epoch, 0, &self.milestones, train.lr_gamma)
+            }
+        }
+    }
 }
 
 /// A whole training run.
@@ -760,6 +823,15 @@ impl TrainConfig {
             self.data.sampler == TrainSampler::ClassAware,
             "data.sampler = \"class-aware\" (the reference's ClassAwareSampler)",
         );
+        if let Some(s2) = &self.stage2 {
+            on(s2.keep_head, "stage2.keep_head = true (RS-fine: the trained classifier fine-tuned)");
+            on(!s2.lws_bias, "stage2.lws_bias = false (PostNorm LWS without bias)");
+            on(
+                s2.batch_norm == Stage2BatchNorm::Train,
+                "stage2.batch_norm = \"train\" (the reference's train-mode stage 2)",
+            );
+            on(s2.sampler == TrainSampler::ClassAware, "stage2.sampler = \"class-aware\" (ClassAwareSampler)");
+        }
         on(self.data.resize.is_some(), "data.resize (images resized before training, TAET's notebook)");
         on(!self.data.drop_last, "data.drop_last = false (the last partial batch is trained on)");
         on(
@@ -846,6 +918,18 @@ impl TrainConfig {
         if let Some(s2) = &self.stage2 {
             if s2.kind == Stage2Kind::Lws && cosine {
                 return Err(invalid("stage2.kind", "lws rescales an FC head: set model.head.kind = \"fc\""));
+            }
+            if s2.keep_head && (s2.kind != Stage2Kind::Crt || cosine) {
+                return Err(invalid(
+                    "stage2.keep_head",
+                    "keeps a trained FC head for crt: needs kind = \"crt\" and an fc head",
+                ));
+            }
+            if !s2.lws_bias && s2.kind != Stage2Kind::Lws {
+                return Err(invalid("stage2.lws_bias", "only applies to kind = \"lws\""));
+            }
+            if !(s2.lr.is_finite() && s2.lr >= 0.0) {
+                return Err(invalid("stage2.lr", format!("{}: must be a finite number >= 0", s2.lr)));
             }
         }
         if !(0.0..0.9).contains(&self.data.validation) {

@@ -24,7 +24,8 @@ use robal_models::checkpoint::{self, CheckpointInfo};
 use robal_models::{Classifier, FcBias, HeadConfig, Mode, ModelConfig};
 
 use crate::config::{
-    AttackStart, CropPadding, DataName, LtProfile, Stage2Kind, Stage2Section, TrainConfig, TrainSampler,
+    AttackStart, CropPadding, DataName, LtProfile, Stage2BatchNorm, Stage2Kind, Stage2Section, TrainConfig,
+    TrainSampler,
 };
 use crate::error::{Result, TrainError};
 use crate::evaluate::{quick_eval, QuickEval};
@@ -494,18 +495,31 @@ fn second_stage(
     progress: bool,
 ) -> Result<()> {
     let attack = InnerAttack::from_config(cfg, InnerLoss::CrossEntropy, AttackStart::Uniform);
-    let prefix = if s2.kind == Stage2Kind::Crt {
-        model.replace_head(HeadConfig::FC, false)?;
-        "head."
-    } else {
-        model.replace_head(HeadConfig::Lws, true)?;
-        "head.gains"
+    let prefix = match s2.kind {
+        // RS-fine keeps the first stage's classifier; cRT proper starts a fresh one.
+        Stage2Kind::Crt if s2.keep_head => "head.",
+        Stage2Kind::Crt => {
+            model.replace_head(HeadConfig::FC, false)?;
+            "head."
+        }
+        Stage2Kind::Lws => {
+            model.replace_head(HeadConfig::Lws { bias: s2.lws_bias }, true)?;
+            "head.gains"
+        }
     };
     let mut sgd = Sgd::new(model.store().trainable(prefix), cfg.train.momentum, cfg.train.weight_decay);
     let loader_cfg = LoaderConfig {
-        sampler: Sampler::ClassBalanced,
+        sampler: match s2.sampler {
+            TrainSampler::ClassAware => Sampler::ClassAware,
+            TrainSampler::Shuffle => Sampler::Shuffle,
+            TrainSampler::ClassBalanced => Sampler::ClassBalanced,
+        },
         augment: cfg.data.augment,
         ..LoaderConfig::train(cfg.train.batch_size, cfg.train.seed ^ 0x2)
+    };
+    let mode = match s2.batch_norm {
+        Stage2BatchNorm::Frozen => Mode::Eval,
+        Stage2BatchNorm::Train => Mode::Train,
     };
     let loader = Loader::new(train_set, loader_cfg, device.clone())?;
     for epoch in 0..s2.epochs {
@@ -530,7 +544,7 @@ fn second_stage(
                 };
                 attack.run(&ctx, &batch.images, &batch.labels)?
             };
-            let l = loss.forward(&model.forward(&x, Mode::Eval)?, &batch.labels, None)?;
+            let l = loss.forward(&model.forward(&x, mode)?, &batch.labels, None)?;
             let value = scalar(&l)?;
             if !value.is_finite() {
                 return Err(TrainError::NonFinite {
@@ -540,7 +554,7 @@ fn second_stage(
                     checkpoint: format!("{} (stage 1)", run_dir.join(CHECKPOINT_FILE).display()),
                 });
             }
-            sgd.step(&l, s2.lr)?;
+            sgd.step(&l, s2.learning_rate(&cfg.train, epoch))?;
             sum += value as f64;
             n += 1;
             bar.inc(1);

@@ -301,3 +301,33 @@ fn resize_applies_pillows_bilinear_to_train_and_test_images() {
     let e = default_preset(&["data.resize=[0, 224]"]).unwrap_err().to_string();
     assert!(e.contains("data.resize"), "{e}");
 }
+
+#[test]
+fn second_stage_lr_follows_the_reference_rule_after_the_first_stage() {
+    // The reference's LWS stage: epochs 81..=90 (1-based, global), lr 0.1 with lr_decline
+    // [83, 86] under adjust_learning_rate (train.py:197-209): the current lr times
+    // 0.1^(milestones <= epoch), every epoch. Transcribed directly:
+    let mut lr = 0.1f64;
+    let mut want = Vec::new();
+    for epoch in 81..=90 {
+        let decay = [83, 86].iter().filter(|&&m| epoch >= m).fold(1.0, |d, _| d * 0.1);
+        lr *= decay;
+        want.push(lr);
+    }
+    let c = TrainConfig::load(&configs().join("cifar10-lt-lws.toml"), &[]).unwrap();
+    let s2 = c.stage2.clone().unwrap();
+    assert_eq!(s2.milestones, [3, 6], "the global milestones minus the 80 first-stage epochs");
+    let got: Vec<f64> = (0..10).map(|e| s2.learning_rate(&c.train, e)).collect();
+    for (e, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert!((g - w).abs() <= 1e-12 * w.abs().max(1e-300) + 1e-300, "stage epoch {e}: {g} vs {w}");
+    }
+    // Under the step rule the same milestones are 0-based stage epochs.
+    let step = TrainConfig::load(
+        &configs().join("mnist-lt-pgd-at.toml"),
+        &["stage2={ kind = \"crt\", epochs = 4, lr = 0.1, milestones = [2] }".to_string()],
+    )
+    .unwrap();
+    let s2 = step.stage2.clone().unwrap();
+    let got: Vec<f64> = (0..4).map(|e| s2.learning_rate(&step.train, e)).collect();
+    assert!((got[1] - 0.1).abs() < 1e-15 && (got[2] - 0.01).abs() < 1e-15, "{got:?}");
+}

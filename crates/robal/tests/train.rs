@@ -117,7 +117,7 @@ fn baselines_run_pgd_at_trades_plain_and_two_stage() {
         assert!(s.eval.clean.overall.is_finite());
         let (m, _) = robal_models::checkpoint::load(&dir.path().join("model.safetensors"), &Device::Cpu).unwrap();
         if extra.iter().any(|e| e.contains("lws")) {
-            assert_eq!(m.config().head, robal_models::HeadConfig::Lws);
+            assert_eq!(m.config().head, robal_models::HeadConfig::LWS);
         }
     }
 }
@@ -426,4 +426,69 @@ fn keeping_the_last_partial_batch_trains_on_it() {
     let batch = format!("train.batch_size={n}");
     let whole = |keep: &str| one_step("mnist-lt-pgd-at.toml", &[&batch, keep]);
     assert_eq!(whole("data.drop_last=true"), whole("data.drop_last=false"));
+}
+
+/// A one-epoch first stage on 40 images, then `stage2`: the stage-1 checkpoint and the final model.
+/// A checkpoint's tensors as (name, f32 bits), sorted by name.
+type Weights = Vec<(String, Vec<u32>)>;
+
+fn two_stages(stage2: &str) -> (Weights, Weights) {
+    let cfg = preset(
+        "mnist-lt-pgd-at.toml",
+        &["data.limit=40", "data.augment=false", "train.epochs=1", "train.milestones=[]", stage2],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    train(&cfg, &opts(dir.path()), &Device::Cpu).unwrap();
+    (weights(&dir.path().join("checkpoint.safetensors")), weights(&dir.path().join("model.safetensors")))
+}
+
+#[test]
+fn second_stage_quirks_fine_tune_the_trained_head_in_train_mode() {
+    let same = |a: &[(String, Vec<u32>)], b: &[(String, Vec<u32>)], pick: &dyn Fn(&str) -> bool| {
+        let (fa, fb): (Vec<_>, Vec<_>) =
+            (a.iter().filter(|(n, _)| pick(n)).collect(), b.iter().filter(|(n, _)| pick(n)).collect());
+        assert!(!fa.is_empty());
+        fa == fb
+    };
+    let running = |n: &str| n.contains("running");
+    let backbone_weights = |n: &str| n.starts_with("backbone.") && !n.contains("running");
+    // RS-fine at lr 0: the trained classifier is kept as it is; train-mode BatchNorm moves
+    // the running statistics; the backbone's weights do not move.
+    let (s1, kept) =
+        two_stages("stage2={ kind = \"crt\", epochs = 1, lr = 0.0, keep_head = true, batch_norm = \"train\" }");
+    assert_eq!(tensor(&s1, "head.weight"), tensor(&kept, "head.weight"), "keep_head starts from the trained FC");
+    assert!(!same(&s1, &kept, &running), "train mode updates the running statistics");
+    assert!(same(&s1, &kept, &backbone_weights), "the backbone is frozen");
+    // cRT proper: a fresh head, frozen statistics.
+    let (s1, fresh) = two_stages("stage2={ kind = \"crt\", epochs = 1, lr = 0.0 }");
+    assert_ne!(tensor(&s1, "head.weight"), tensor(&fresh, "head.weight"), "a fresh head");
+    assert!(same(&s1, &fresh, &running), "frozen statistics stay");
+    // LWS without bias (PostNorm): the model's head adds no bias; the class-aware sampler runs.
+    let cfg = preset(
+        "mnist-lt-pgd-at.toml",
+        &[
+            "data.limit=40",
+            "train.epochs=1",
+            "stage2={ kind = \"lws\", epochs = 2, lr = 0.1, lws_bias = false, sampler = \"class-aware\" }",
+        ],
+    );
+    assert_eq!(cfg.quirks().iter().filter(|q| q.starts_with("stage2.")).count(), 2, "{:?}", cfg.quirks());
+    let dir = tempfile::tempdir().unwrap();
+    train(&cfg, &opts(dir.path()), &Device::Cpu).unwrap();
+    let (m, _) = robal_models::checkpoint::load(&dir.path().join("model.safetensors"), &Device::Cpu).unwrap();
+    assert_eq!(m.config().head, robal_models::HeadConfig::Lws { bias: false });
+    // The options are checked: keep_head is a crt option, lws_bias an lws one.
+    for (bad, field) in [
+        ("stage2={ kind = \"lws\", epochs = 1, lr = 0.1, keep_head = true }", "stage2.keep_head"),
+        ("stage2={ kind = \"crt\", epochs = 1, lr = 0.1, lws_bias = false }", "stage2.lws_bias"),
+    ] {
+        let o = vec![bad.to_string()];
+        let e = TrainConfig::load(
+            &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../configs/mnist-lt-pgd-at.toml"),
+            &o,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains(field), "{e}");
+    }
 }
