@@ -6,7 +6,19 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::dataset::{Dataset, ImageSet};
 use crate::error::{invalid, Result};
+use crate::numpy_generator::NumpyGenerator;
 use crate::numpy_rng::NumpyLegacyRng;
+
+/// How a profile's real-valued counts img_max r^(c/(C-1)) become integers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CountRounding {
+    /// Truncation, `int(x)` (LDAM-DRW, the RoBal reference, RobustLT).
+    #[default]
+    Floor,
+    /// MCAT's `exp_decay_counts`: Python's `round` (half to even), then at least 1 and
+    /// never more than the class before.
+    HalfEven,
+}
 
 /// How the per-class counts fall from the head to the tail.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -34,6 +46,11 @@ impl Profile {
     /// Per-class counts for `num_classes` classes and `img_max` (= N_train / C, as a
     /// float, as in the reference). Computed in f64 exactly as the reference's Python.
     pub fn counts(&self, num_classes: usize, img_max: f64) -> Result<Vec<usize>> {
+        self.counts_rounded(num_classes, img_max, CountRounding::Floor)
+    }
+
+    /// [`Profile::counts`] with the real values rounded as `rounding` says.
+    pub fn counts_rounded(&self, num_classes: usize, img_max: f64, rounding: CountRounding) -> Result<Vec<usize>> {
         let r = self.ratio();
         if !(r > 0.0 && r <= 1.0) {
             return Err(invalid("imbalance ratio", format!("{r} is outside (0, 1]")));
@@ -44,16 +61,26 @@ impl Profile {
         if img_max.is_nan() || img_max < 1.0 {
             return Err(invalid("img_max", format!("{img_max} is below 1")));
         }
-        Ok(match *self {
+        let real: Vec<f64> = match *self {
             Self::Exp { .. } => (0..num_classes)
                 .map(|c| {
                     let e = if num_classes == 1 { 0.0 } else { c as f64 / (num_classes as f64 - 1.0) };
-                    (img_max * r.powf(e)) as usize
+                    img_max * r.powf(e)
                 })
                 .collect(),
             Self::Step { .. } => {
                 let head = num_classes / 2;
-                (0..num_classes).map(|c| if c < head { img_max as usize } else { (img_max * r) as usize }).collect()
+                (0..num_classes).map(|c| if c < head { img_max } else { img_max * r }).collect()
+            }
+        };
+        Ok(match rounding {
+            CountRounding::Floor => real.iter().map(|&x| x as usize).collect(),
+            CountRounding::HalfEven => {
+                let mut counts: Vec<usize> = real.iter().map(|&x| (x.round_ties_even() as usize).max(1)).collect();
+                for i in 1..counts.len() {
+                    counts[i] = counts[i].min(counts[i - 1]).max(1);
+                }
+                counts
             }
         })
     }
@@ -68,6 +95,14 @@ pub enum Selection {
     Reference {
         /// The numpy seed (0 reproduces the paper's subset).
         seed: u32,
+    },
+    /// numpy's `Generator` (`default_rng(seed)`), one for all classes: for each class in
+    /// order, shuffle its indices (file order) and keep the first n_c. RobustLT's
+    /// `_generate_splits` (its train and validation parts together) and MCAT's
+    /// `stratified_subsample_indices` choose their images so. Output is class by class.
+    NumpyGenerator {
+        /// The `default_rng` seed (RobustLT 102-104, MCAT 0).
+        seed: u64,
     },
     /// Our own: each class's indices shuffled by a ChaCha8 stream derived from
     /// `seed` and the class, first n_c kept, output sorted by original index.
@@ -94,6 +129,13 @@ pub fn select(labels: &[u32], counts: &[usize], selection: Selection) -> Result<
     match selection {
         Selection::Reference { seed } => {
             let mut rng = NumpyLegacyRng::new(seed);
+            for (mut idx, &n) in per_class.into_iter().zip(counts) {
+                rng.shuffle(&mut idx);
+                out.extend_from_slice(&idx[..n]);
+            }
+        }
+        Selection::NumpyGenerator { seed } => {
+            let mut rng = NumpyGenerator::new(seed);
             for (mut idx, &n) in per_class.into_iter().zip(counts) {
                 rng.shuffle(&mut idx);
                 out.extend_from_slice(&idx[..n]);
@@ -126,8 +168,18 @@ fn indices_by_class(labels: &[u32], num_classes: usize) -> Result<Vec<Vec<usize>
 /// A long-tailed training subset of a balanced set, with its class metadata set to
 /// the subset's counts. `img_max` is len / C as in the reference.
 pub fn long_tailed(set: &ImageSet, profile: Profile, selection: Selection) -> Result<ImageSet> {
+    long_tailed_rounded(set, profile, CountRounding::Floor, selection)
+}
+
+/// [`long_tailed`] with the counts rounded as `rounding` says.
+pub fn long_tailed_rounded(
+    set: &ImageSet,
+    profile: Profile,
+    rounding: CountRounding,
+    selection: Selection,
+) -> Result<ImageSet> {
     let c = set.classes().num_classes();
-    let counts = profile.counts(c, set.len() as f64 / c as f64)?;
+    let counts = profile.counts_rounded(c, set.len() as f64 / c as f64, rounding)?;
     let idx = select(set.labels(), &counts, selection)?;
     set.subset(&idx)?.counted_as_training()
 }

@@ -58,3 +58,81 @@ fn reference_selection_matches_numpy_on_real_cifar_labels() {
     let expected: Vec<usize> = read_numbers("reference_lt_batch1.txt").into_iter().map(|v| v as usize).collect();
     assert_eq!(got, expected);
 }
+
+fn generator_fixture() -> serde_json::Value {
+    let text = std::fs::read_to_string(support::fixtures().join("numpy_generator.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn usizes(v: &serde_json::Value) -> Vec<usize> {
+    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect()
+}
+
+#[test]
+fn pcg64_default_rng_matches_numpy_raw_outputs() {
+    // Fixtures from tests/fixtures/make_numpy_generator_fixtures.py (numpy 2.4.6).
+    let f = generator_fixture();
+    for (seed, raw) in f["raw"].as_object().unwrap() {
+        let mut g = robal_data::NumpyGenerator::new(seed.parse().unwrap());
+        for (k, want) in raw.as_array().unwrap().iter().enumerate() {
+            assert_eq!(g.next_u64(), want.as_u64().unwrap(), "seed {seed}, output {k}");
+        }
+    }
+}
+
+#[test]
+fn generator_shuffle_matches_numpy_with_state_carried_over() {
+    let f = generator_fixture();
+    let mut g = robal_data::NumpyGenerator::new(102);
+    for case in f["shuffles"].as_array().unwrap() {
+        let n = case["n"].as_u64().unwrap() as usize;
+        let mut a: Vec<usize> = (0..n).collect();
+        g.shuffle(&mut a);
+        let head = usizes(&case["head"]);
+        assert_eq!(a[..head.len()], head[..], "n = {n}");
+        let weighted: u64 = a.iter().enumerate().map(|(i, &v)| (i * v) as u64).sum();
+        assert_eq!(weighted, case["sum_of_index_times_value"].as_u64().unwrap(), "n = {n}: the whole permutation");
+    }
+}
+
+/// The fixture script's labels: (i 7 + i / 13) mod 10 for 5,000 examples.
+fn formula_labels() -> Vec<u32> {
+    (0..5000u32).map(|i| (i * 7 + i / 13) % 10).collect()
+}
+
+#[test]
+fn robustlt_and_mcat_splits_match_their_codes() {
+    let f = generator_fixture();
+    let labels = formula_labels();
+    // RobustLT: int() counts, default_rng(102), train part then validation part of each class.
+    let r = &f["robustlt_split"];
+    let counts = Profile::Exp { ratio: 1.0 / 50.0 }.counts(10, 500.0).unwrap();
+    assert_eq!(counts, usizes(&r["counts"]));
+    let got = select(&labels, &counts, Selection::NumpyGenerator { seed: 102 }).unwrap();
+    let (mut want, mut val) = (usizes(&r["train"]), usizes(&r["val"]));
+    want.append(&mut val);
+    let (mut got_sorted, mut want_sorted) = (got.clone(), want);
+    got_sorted.sort_unstable();
+    want_sorted.sort_unstable();
+    assert_eq!(got_sorted, want_sorted, "the same training images (train and validation parts)");
+    // Class by class, each class's first take_train images are RobustLT's train part.
+    let train = usizes(&r["train"]);
+    let mut offset = 0;
+    let mut train_offset = 0;
+    for &n in &counts {
+        let take_train = n - (n as f64 * 0.2) as usize;
+        assert_eq!(got[offset..offset + take_train], train[train_offset..train_offset + take_train]);
+        offset += n;
+        train_offset += take_train;
+    }
+    // MCAT: Python-rounded counts (half to even, at least 1, non-increasing), default_rng(0).
+    let m = &f["mcat_split"];
+    let counts =
+        Profile::Exp { ratio: 1.0 / 50.0 }.counts_rounded(10, 500.0, robal_data::CountRounding::HalfEven).unwrap();
+    assert_eq!(counts, usizes(&m["counts"]));
+    let mut got = select(&labels, &counts, Selection::NumpyGenerator { seed: 0 }).unwrap();
+    let mut want = usizes(&m["selected"]);
+    got.sort_unstable();
+    want.sort_unstable();
+    assert_eq!(got, want, "MCAT's images (its final shuffle only orders them)");
+}

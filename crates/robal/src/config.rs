@@ -25,7 +25,7 @@ pub enum DataName {
     /// Tiny-ImageNet (200 classes, 64x64) with the same construction (AT-BSL's Tiny-ImageNet-LT).
     TinyImagenetLt,
     /// The first 20 classes of Tiny-ImageNet, long-tailed (RobustLT's Tiny-ImageNet-LT;
-    /// robal-rs draws the images with the reference selection, not RobustLT's numpy Generator).
+    /// its images as `data.selection` says: RobustLT's own split is `numpy-generator`, seed 102).
     #[serde(rename = "tiny-imagenet-lt-20")]
     TinyImagenetLt20,
     /// Fashion-MNIST (Debian's `dataset-fashion-mnist`: 60,000 + 10,000 real 28x28
@@ -72,6 +72,71 @@ pub enum TrainSampler {
     /// epochs of max_c n_c * C draws, classes and each class's examples visited in
     /// shuffled rounds ([`robal_data::Sampler::ClassAware`]).
     ClassAware,
+}
+
+/// Which images of each class the long-tailed training subset keeps (CIFAR and
+/// Tiny-ImageNet; [`robal_data::Selection`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum SubsetSelection {
+    /// The LDAM-DRW / RoBal reference's numpy legacy `RandomState(seed)` shuffles (seed 0
+    /// is the paper's subset).
+    Reference {
+        /// numpy seed.
+        seed: u32,
+    },
+    /// **quirk** of RobustLT and MCAT: numpy's `default_rng(seed)` (PCG64) shuffles, one
+    /// generator for all classes in order (RobustLT seeds 102-104, MCAT 0).
+    NumpyGenerator {
+        /// `default_rng` seed.
+        seed: u64,
+    },
+}
+
+impl Default for SubsetSelection {
+    fn default() -> Self {
+        SubsetSelection::Reference { seed: 0 }
+    }
+}
+
+impl SubsetSelection {
+    fn is_default(&self) -> bool {
+        *self == SubsetSelection::default()
+    }
+
+    /// The data crate's selection.
+    pub fn selection(&self) -> robal_data::Selection {
+        match *self {
+            SubsetSelection::Reference { seed } => robal_data::Selection::Reference { seed },
+            SubsetSelection::NumpyGenerator { seed } => robal_data::Selection::NumpyGenerator { seed },
+        }
+    }
+}
+
+/// How the long tail's per-class counts are rounded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CountRounding {
+    /// `int(x)`: LDAM-DRW, the RoBal reference, RobustLT.
+    #[default]
+    Floor,
+    /// **quirk** of MCAT's `exp_decay_counts`: Python's `round` (half to even), at least
+    /// 1, never more than the class before.
+    HalfEven,
+}
+
+impl CountRounding {
+    fn is_floor(&self) -> bool {
+        *self == CountRounding::Floor
+    }
+
+    /// The data crate's rounding.
+    pub fn rounding(&self) -> robal_data::CountRounding {
+        match self {
+            CountRounding::Floor => robal_data::CountRounding::Floor,
+            CountRounding::HalfEven => robal_data::CountRounding::HalfEven,
+        }
+    }
 }
 
 /// Automatic augmentation before pad-crop-flip (robal_data::augment).
@@ -293,6 +358,15 @@ pub struct DataConfig {
     /// CIFAR only: read the test images from this batch file instead of `dir`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test_file: Option<String>,
+    /// CIFAR and Tiny-ImageNet: which images of each class the long tail keeps
+    /// (`{ kind = "reference", seed = 0 }` by default, or `{ kind = "numpy-generator",
+    /// seed = 102 }`).
+    #[serde(default, skip_serializing_if = "SubsetSelection::is_default")]
+    pub selection: SubsetSelection,
+    /// CIFAR and Tiny-ImageNet: how the per-class counts are rounded (`floor` by default,
+    /// or `half-even` as MCAT).
+    #[serde(default, skip_serializing_if = "CountRounding::is_floor")]
+    pub count_rounding: CountRounding,
     /// Drop each epoch's last partial batch (the default, as the RoBal reference and
     /// AT-BSL's CIFAR loaders). `false` keeps it, as the loaders of AT-AWP, TRADES-AWP,
     /// REAT, TAET, RobustLT and AT-BSL's Tiny-ImageNet do (`drop_last=False`).
@@ -832,6 +906,11 @@ impl TrainConfig {
             );
             on(s2.sampler == TrainSampler::ClassAware, "stage2.sampler = \"class-aware\" (ClassAwareSampler)");
         }
+        on(
+            matches!(self.data.selection, SubsetSelection::NumpyGenerator { .. }),
+            "data.selection = numpy-generator (RobustLT's / MCAT's default_rng split)",
+        );
+        on(self.data.count_rounding == CountRounding::HalfEven, "data.count_rounding = \"half-even\" (MCAT's counts)");
         on(self.data.resize.is_some(), "data.resize (images resized before training, TAET's notebook)");
         on(!self.data.drop_last, "data.drop_last = false (the last partial batch is trained on)");
         on(
@@ -936,6 +1015,14 @@ impl TrainConfig {
             return Err(invalid(
                 "data.validation",
                 format!("{}: expected a fraction in [0, 0.9)", self.data.validation),
+            ));
+        }
+        if matches!(self.data.name, DataName::MnistLt | DataName::FashionMnistLt)
+            && !(self.data.selection.is_default() && self.data.count_rounding.is_floor())
+        {
+            return Err(invalid(
+                "data.selection / data.count_rounding",
+                format!("apply to CIFAR and Tiny-ImageNet subsets; {} has its own", self.data.name),
             ));
         }
         if let Some([h, w]) = self.data.resize {

@@ -17,8 +17,8 @@ use candle_core::{DType, Device, Tensor};
 use robal_attacks::Pgd;
 use robal_data::augment::RandomRotation;
 use robal_data::{
-    cifar, load_embedded, long_tailed, tiny_imagenet, Cifar, Dataset, ImageSet, Loader, LoaderConfig, PadCropFlip,
-    Profile, Sampler, Selection, Split,
+    cifar, load_embedded, long_tailed_rounded, tiny_imagenet, Cifar, Dataset, ImageSet, Loader, LoaderConfig,
+    PadCropFlip, Profile, Sampler, Selection, Split,
 };
 use robal_models::checkpoint::{self, CheckpointInfo};
 use robal_models::{Classifier, FcBias, HeadConfig, Mode, ModelConfig};
@@ -61,7 +61,12 @@ pub fn load_data(cfg: &TrainConfig) -> Result<(ImageSet, ImageSet)> {
             if cfg.data.name == DataName::TinyImagenetLt20 {
                 (full, test) = (tiny_imagenet::first_classes(&full, 20)?, tiny_imagenet::first_classes(&test, 20)?);
             }
-            let train = long_tailed(&full, profile, Selection::Reference { seed: 0 })?;
+            let train = long_tailed_rounded(
+                &full,
+                profile,
+                cfg.data.count_rounding.rounding(),
+                cfg.data.selection.selection(),
+            )?;
             let test = test.with_classes(train.classes().clone())?;
             (train, test)
         }
@@ -72,15 +77,20 @@ pub fn load_data(cfg: &TrainConfig) -> Result<(ImageSet, ImageSet)> {
                 None => cifar::read(cfg.data.dir(), kind, split),
             };
             let full = read(&cfg.data.train_file, Split::Train)?;
-            let train = long_tailed(&full, profile, Selection::Reference { seed: 0 })?;
+            let train = long_tailed_rounded(
+                &full,
+                profile,
+                cfg.data.count_rounding.rounding(),
+                cfg.data.selection.selection(),
+            )?;
             let test = read(&cfg.data.test_file, Split::Test)?.with_classes(train.classes().clone())?;
             (train, test)
         }
     };
     let pad_crop = PadCropFlip { reflect: cfg.data.padding == CropPadding::Reflect, ..train.augmentation() };
     let (train, test) = match cfg.data.resize {
-        // Resized once, before the long tail's subset and augmentation, as torchvision's
-        // Resize runs first in the notebook's transform.
+        // Resized once, before augmentation, as torchvision's Resize runs first in the
+        // notebook's transform (after the subset: only its images are held at 224 px).
         Some([h, w]) => (train.resized(h, w)?, test.resized(h, w)?),
         None => (train, test),
     };

@@ -331,3 +331,38 @@ fn second_stage_lr_follows_the_reference_rule_after_the_first_stage() {
     let got: Vec<f64> = (0..4).map(|e| s2.learning_rate(&step.train, e)).collect();
     assert!((got[1] - 0.1).abs() < 1e-15 && (got[2] - 0.01).abs() < 1e-15, "{got:?}");
 }
+
+#[test]
+fn subset_selection_and_count_rounding_pick_the_codes_images() {
+    // MCAT's preset on the 1,017 real CIFAR-10 records of ../shared/data: img_max = 101.7,
+    // counts rounded half to even, images from default_rng(0)'s per-class shuffles.
+    use robal_data::Dataset;
+    let shared = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/cifar-10-partial");
+    let files = [
+        format!("data.train_file={:?}", shared.join("data_batch_1_first1017.bin").display().to_string()),
+        format!("data.test_file={:?}", shared.join("test_batch_first1017.bin").display().to_string()),
+    ];
+    let c = TrainConfig::load(&configs().join("cifar10-lt-mcat.toml"), &files).unwrap();
+    assert!(c.quirks().iter().any(|q| q.starts_with("data.count_rounding")));
+    let (train_set, _) = robal::train::load_data(&c).unwrap();
+    let full =
+        robal_data::cifar::read_batch_file(shared.join("data_batch_1_first1017.bin"), robal_data::Cifar::Cifar10)
+            .unwrap();
+    let counts = robal_data::Profile::Exp { ratio: 0.01 }
+        .counts_rounded(10, full.len() as f64 / 10.0, robal_data::CountRounding::HalfEven)
+        .unwrap();
+    // By hand: 101.7 * 100^(-c/9) rounded: 102, 61, 37, 22, 13, 8, 5, 3, 2, 1.
+    assert_eq!(counts, [102, 61, 37, 22, 13, 8, 5, 3, 2, 1]);
+    assert_eq!(train_set.classes().train_counts(), &counts[..]);
+    let idx = robal_data::select(full.labels(), &counts, robal_data::Selection::NumpyGenerator { seed: 0 }).unwrap();
+    for (k, &i) in idx.iter().enumerate() {
+        assert_eq!(train_set.image(k), full.image(i), "image {k}");
+    }
+    // The default (LDAM's floor and numpy RandomState(0)) picks other images.
+    let plain = TrainConfig::load(&configs().join("cifar10-lt-pgd-at.toml"), &files).unwrap();
+    let (p, _) = robal::train::load_data(&plain).unwrap();
+    assert_ne!(p.classes().train_counts(), train_set.classes().train_counts());
+    // Not for the digit sets, which draw their own subsets.
+    let e = default_preset(&["data.count_rounding=\"half-even\""]).unwrap_err().to_string();
+    assert!(e.contains("data.selection / data.count_rounding"), "{e}");
+}
