@@ -152,7 +152,8 @@ fn single(a: &BenchArgs) -> Result<Value> {
     let mut run = || -> Result<()> {
         if let Some((objective, loss, awp)) = &method {
             seed += 1;
-            let ctx = StepContext { model: &m, loss, weights: None, seed, budget: None, start: None };
+            let ctx =
+                StepContext { model: &m, loss, weights: None, seed, budget: None, start: None, epoch_start: false };
             let x_adv = objective.craft(&ctx, &x, &y)?;
             let probe_start = Instant::now();
             let perturbation = awp

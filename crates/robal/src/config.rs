@@ -526,9 +526,51 @@ pub struct TrainSection {
     /// epochs). Weights and gradients are unchanged. Off by default.
     #[serde(default)]
     pub log_passes: bool,
+    /// Statistics-only train-mode passes some codes make besides the method's own (their
+    /// outputs are discarded; only BatchNorm's running statistics move), e.g.
+    /// `[{ at = "after-update", input = "clean" }]` ([`ExtraPass`]). None by default.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_passes: Vec<ExtraPass>,
     /// HARL's weights of the class-mean loss, its variance and the squared shares (TAET).
     #[serde(default = "harl_weights")]
     pub harl_weights: [f64; 3],
+}
+
+/// A statistics-only train-mode forward pass at a point of the training step: a
+/// **quirk** of the codes whose loops run the model once more than their loss needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtraPass {
+    /// When in the step.
+    pub at: PassPoint,
+    /// On which input (an `adv` pass is skipped in steps without adversarial examples).
+    pub input: PassInput,
+}
+
+/// A point of the training step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PassPoint {
+    /// After the attack, before AWP's perturbation, in the attack's BatchNorm mode (a
+    /// pass only with `attack.batch_norm = "train"`, as AT-AWP's final `all_loss` forward).
+    AfterAttack,
+    /// Before the method's own passes (after AWP's perturbation): TAET's `model(inputs)`.
+    BeforeOuter,
+    /// After the method's own passes, before the update: RobustLT's AT-BSL clean pass,
+    /// TRADES-AWP's third pass.
+    AfterOuter,
+    /// After the update (and AWP's restore): AT-AWP's clean accuracy pass.
+    AfterUpdate,
+}
+
+/// The input of an extra pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PassInput {
+    /// The clean batch x.
+    Clean,
+    /// The adversarial batch x_adv.
+    Adv,
 }
 
 /// How the learning rate follows the milestones.
@@ -628,6 +670,22 @@ pub enum AttackBatchNorm {
     /// **quirk** of AT-AWP's code: train mode, so every attack step also moves the
     /// running statistics.
     Train,
+    /// **quirk** of AT-AWP's CIFAR-10 script: as `train`, except the first batch of every
+    /// epoch after the first, attacked in eval mode (the previous epoch's test loop leaves
+    /// the model in eval mode, and `model.train()` only follows the attack).
+    TrainExceptEpochStart,
+}
+
+impl AttackBatchNorm {
+    /// Whether the attack of a step runs in train mode (`epoch_start`: the step is the
+    /// first of an epoch after the first).
+    pub fn train_mode(&self, epoch_start: bool) -> bool {
+        match self {
+            AttackBatchNorm::Eval => false,
+            AttackBatchNorm::Batch | AttackBatchNorm::Train => true,
+            AttackBatchNorm::TrainExceptEpochStart => !epoch_start,
+        }
+    }
 }
 
 impl AttackBatchNorm {
@@ -893,6 +951,8 @@ impl TrainConfig {
         on(self.train.lr_rule == LrRule::Cumulative, "train.lr_rule = \"cumulative\" (RoBal reference)");
         on(self.train.bn_passes == BnPasses::Reference, "train.bn_passes = \"reference\" (reference pass order)");
         on(self.train.log_passes, "train.log_passes = true (RobustLT's logging passes)");
+        on(!self.train.extra_passes.is_empty(), "train.extra_passes (the code's statistics-only passes)");
+        on(self.train.bn_passes == BnPasses::AdvFirst, "train.bn_passes = \"adv-first\" (TRADES-AWP's order)");
         on(
             self.data.sampler == TrainSampler::ClassAware,
             "data.sampler = \"class-aware\" (the reference's ClassAwareSampler)",
@@ -934,6 +994,10 @@ impl TrainConfig {
             "attack.random_start = \"one-sided\" (RoBal reference)",
         );
         on(self.attack.batch_norm == AttackBatchNorm::Train, "attack.batch_norm = \"train\" (AT-AWP)");
+        on(
+            self.attack.batch_norm == AttackBatchNorm::TrainExceptEpochStart,
+            "attack.batch_norm = \"train-except-epoch-start\" (AT-AWP's CIFAR-10 script)",
+        );
         on(
             self.attack.class_budget.is_some_and(|b| b.shared_start),
             "attack.class_budget.shared_start = true (RobustLT)",

@@ -24,8 +24,8 @@ use robal_models::checkpoint::{self, CheckpointInfo};
 use robal_models::{Classifier, FcBias, HeadConfig, Mode, ModelConfig};
 
 use crate::config::{
-    AttackStart, CropPadding, DataName, LtProfile, Stage2BatchNorm, Stage2Kind, Stage2Section, TrainConfig,
-    TrainSampler,
+    AttackBatchNorm, AttackStart, CropPadding, DataName, LtProfile, PassInput, PassPoint, Stage2BatchNorm, Stage2Kind,
+    Stage2Section, TrainConfig, TrainSampler,
 };
 use crate::error::{Result, TrainError};
 use crate::evaluate::{quick_eval, QuickEval};
@@ -367,16 +367,21 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions, device: &Device) -> Result<Ru
                 seed,
                 budget: budget.as_deref(),
                 start: None,
+                epoch_start: epoch > 0 && step == 0,
             };
             let method: &dyn Objective = if epoch < cfg.train.clean_epochs { &Plain } else { chosen.as_ref() };
             let x_adv = method.craft(&ctx, x, y)?;
+            let extra = |at| extra_passes(&model, cfg, at, x, x_adv.as_ref(), ctx.epoch_start);
+            extra(PassPoint::AfterAttack)?;
             let perturbation = match &cfg.awp {
                 Some(awp) if epoch >= awp.from_epoch && method.method() != Method::Plain => {
                     Some(awp::probe(awp, method, &ctx, x, y, x_adv.as_ref(), &params, &sgd, lr)?)
                 }
                 _ => None,
             };
+            extra(PassPoint::BeforeOuter)?;
             let out = method.outer(&ctx, x, y, x_adv.as_ref())?;
+            extra(PassPoint::AfterOuter)?;
             method.observe(y, &out)?;
             let (step_loss, z_nat, z_adv) = (out.loss, out.clean_logits, out.adv_logits);
             let value = scalar(&step_loss)?;
@@ -389,6 +394,7 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions, device: &Device) -> Result<Ru
             if let Some(p) = perturbation {
                 p.restore()?;
             }
+            extra(PassPoint::AfterUpdate)?;
             if cfg.train.log_passes {
                 log_passes(&model, x, x_adv.as_ref())?;
             }
@@ -551,6 +557,7 @@ fn second_stage(
                     seed: cfg.train.seed ^ (0x5 << 40 | (epoch << 20 | step) as u64),
                     budget: None,
                     start: None,
+                    epoch_start: false,
                 };
                 attack.run(&ctx, &batch.images, &batch.labels)?
             };
@@ -649,6 +656,34 @@ impl BatchMean {
     fn display(&self) -> String {
         self.mean().map_or_else(|| "-".into(), |m| format!("{m:.2}"))
     }
+}
+
+/// The `train.extra_passes` at `at`: statistics-only forwards (train mode; at
+/// `after-attack` only when the attack itself runs in train mode), outputs discarded.
+fn extra_passes(
+    model: &Classifier,
+    cfg: &TrainConfig,
+    at: PassPoint,
+    x: &Tensor,
+    x_adv: Option<&Tensor>,
+    epoch_start: bool,
+) -> Result<()> {
+    // A batch-statistics attack (`batch`) puts its statistics back: no pass to repeat.
+    let attack_moves_statistics =
+        cfg.attack.batch_norm != AttackBatchNorm::Batch && cfg.attack.batch_norm.train_mode(epoch_start);
+    if at == PassPoint::AfterAttack && !attack_moves_statistics {
+        return Ok(());
+    }
+    for pass in cfg.train.extra_passes.iter().filter(|p| p.at == at) {
+        let input = match pass.input {
+            PassInput::Clean => Some(x),
+            PassInput::Adv => x_adv,
+        };
+        if let Some(input) = input {
+            model.forward(&input.detach(), Mode::Train)?;
+        }
+    }
+    Ok(())
 }
 
 /// RobustLT's logging passes (`train.log_passes`): train-mode forwards on x_adv (if any)

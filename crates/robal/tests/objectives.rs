@@ -211,7 +211,15 @@ fn inner_attack_uses_each_examples_radius_and_step() {
     let x = ((x * 0.5).unwrap() + 0.25).unwrap(); // in [0.25, 0.75]: no clipping at eps <= 0.25
     let loss = TrainLoss::new(LossConfig::Ce, &[1; 10], &Device::Cpu).unwrap();
     let factors = [0.5, 1.0, 1.5, 1.0, 1.0, 1.0, 1.0, 2.0, 0.0, 1.0];
-    let ctx = StepContext { model: &m, loss: &loss, weights: None, seed: 1, budget: Some(&factors), start: None };
+    let ctx = StepContext {
+        model: &m,
+        loss: &loss,
+        weights: None,
+        seed: 1,
+        budget: Some(&factors),
+        start: None,
+        epoch_start: false,
+    };
     let attack = InnerAttack {
         eps: 0.1,
         step_size: 0.1,
@@ -379,7 +387,8 @@ fn attack_batch_norm_modes_use_and_keep_the_statistics_they_say() {
     let y = Tensor::from_vec((0..8u32).collect::<Vec<_>>(), 8, &Device::Cpu).unwrap();
     m.forward(&x, Mode::Train).unwrap(); // running statistics away from their init
     let loss = TrainLoss::new(LossConfig::Ce, &[1; 10], &Device::Cpu).unwrap();
-    let ctx = StepContext { model: &m, loss: &loss, weights: None, seed: 3, budget: None, start: None };
+    let ctx =
+        StepContext { model: &m, loss: &loss, weights: None, seed: 3, budget: None, start: None, epoch_start: false };
     let running = || -> Vec<Vec<f32>> {
         m.store().state().iter().filter(|(n, _)| n.contains("running")).map(|(_, t)| t.to_vec1().unwrap()).collect()
     };
@@ -453,7 +462,15 @@ fn etf_objective_adds_the_weighted_term_to_the_methods_loss() {
     .unwrap();
     let model = small_model();
     let loss = TrainLoss::new(LossConfig::Ce, model.class_counts().unwrap(), &Device::Cpu).unwrap();
-    let ctx = StepContext { model: &model, loss: &loss, weights: None, seed: 5, budget: None, start: None };
+    let ctx = StepContext {
+        model: &model,
+        loss: &loss,
+        weights: None,
+        seed: 5,
+        budget: None,
+        start: None,
+        epoch_start: false,
+    };
     let (x, y) = batch();
     let plain = robal::objective::build(&cfg);
     cfg.etf = Some(robal::objective::EtfConfig { weight: 0.5 });

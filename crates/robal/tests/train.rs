@@ -492,3 +492,70 @@ fn second_stage_quirks_fine_tune_the_trained_head_in_train_mode() {
         assert!(e.contains(field), "{e}");
     }
 }
+
+#[test]
+fn extra_passes_move_only_the_batchnorm_statistics_at_their_point() {
+    // A statistics-only pass at any point leaves every weight bit-identical (train-mode
+    // outputs do not depend on the running statistics) and moves the statistics; where
+    // it happens matters (momentum updates do not commute).
+    let run = |extra: &str| one_step("mnist-lt-pgd-at.toml", &[&format!("train.extra_passes={extra}")]);
+    let none = run("[]");
+    let mut seen = Vec::new();
+    for extra in [
+        "[{ at = \"before-outer\", input = \"clean\" }]",
+        "[{ at = \"after-outer\", input = \"clean\" }]",
+        "[{ at = \"after-update\", input = \"clean\" }]",
+        "[{ at = \"after-update\", input = \"adv\" }]",
+    ] {
+        let with = run(extra);
+        assert!(differing_statistics(&none, &with, None, extra) > 0, "{extra}: the pass moves the statistics");
+        seen.push(with);
+    }
+    for (i, a) in seen.iter().enumerate() {
+        for b in &seen[i + 1..] {
+            assert_ne!(a, b, "passes at different points leave different statistics");
+        }
+    }
+    // After the attack: only when the attack itself runs in train mode (AT-AWP).
+    let after_attack = "train.extra_passes=[{ at = \"after-attack\", input = \"adv\" }]";
+    assert_eq!(one_step("mnist-lt-pgd-at.toml", &[after_attack]), none, "an eval-mode attack leaves no pass");
+    let train_attack = "attack.batch_norm=\"train\"";
+    let (a, b) = (
+        one_step("mnist-lt-pgd-at.toml", &[train_attack]),
+        one_step("mnist-lt-pgd-at.toml", &[train_attack, after_attack]),
+    );
+    assert!(differing_statistics(&a, &b, None, "after-attack") > 0);
+}
+
+#[test]
+fn trades_adv_first_order_changes_only_the_statistics() {
+    // TRADES-AWP's adv, clean order: the same gradient (to float32 summation order), other
+    // running statistics than clean, adv.
+    let run = |passes: &str| {
+        one_step("mnist-lt-robal.toml", &["train.mode=\"trades\"", &format!("train.bn_passes=\"{passes}\"")])
+    };
+    let stats_differ = differing_statistics(&run("minimal"), &run("adv-first"), Some(1e-5), "adv-first");
+    assert!(stats_differ > 0);
+}
+
+#[test]
+fn at_awp_cifar10_attacks_each_epochs_first_batch_in_eval_mode() {
+    use robal::config::AttackBatchNorm;
+    // Only the first step of epochs after the first differs from a train-mode attack.
+    assert!(AttackBatchNorm::TrainExceptEpochStart.train_mode(false));
+    assert!(!AttackBatchNorm::TrainExceptEpochStart.train_mode(true));
+    assert!(AttackBatchNorm::Train.train_mode(true) && !AttackBatchNorm::Eval.train_mode(false));
+    let run = |mode: &str, epochs: &str| {
+        one_step("mnist-lt-pgd-at.toml", &[&format!("attack.batch_norm=\"{mode}\""), epochs, "train.checkpoint_every=1"])
+    };
+    assert_eq!(
+        run("train", "train.epochs=1"),
+        run("train-except-epoch-start", "train.epochs=1"),
+        "the first epoch's first batch is attacked in train mode"
+    );
+    assert_ne!(
+        run("train", "train.epochs=2"),
+        run("train-except-epoch-start", "train.epochs=2"),
+        "the second epoch's first batch is attacked in eval mode"
+    );
+}

@@ -178,7 +178,15 @@ fn run(
         let x = (Tensor::from_vec(pixels, (BATCH, 3, 32, 32), &dev).unwrap().to_dtype(dtype).unwrap() / 255.0).unwrap();
         let y = Tensor::from_vec(idx.iter().map(|&i| set.labels()[i]).collect::<Vec<u32>>(), BATCH, &dev).unwrap();
         let x0 = start(&x, k, key == "trades", cfg.attack.eps).to_dtype(dtype).unwrap();
-        let ctx = StepContext { model: &model, loss: &loss, weights: None, seed: 0, budget: None, start: Some(&x0) };
+        let ctx = StepContext {
+            model: &model,
+            loss: &loss,
+            weights: None,
+            seed: 0,
+            budget: None,
+            start: Some(&x0),
+            epoch_start: false,
+        };
         let x_adv = method.craft(&ctx, &x, &y).unwrap();
         let out = method.outer(&ctx, &x, &y, x_adv.as_ref()).unwrap();
         let value = out.loss.to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap();

@@ -91,10 +91,7 @@ impl InnerAttack {
             Some(f) => Some(per_example(f, y)?),
             None => None,
         };
-        let mode = match self.batch_norm {
-            AttackBatchNorm::Eval => Mode::Eval,
-            AttackBatchNorm::Batch | AttackBatchNorm::Train => Mode::Train,
-        };
+        let mode = if self.batch_norm.train_mode(ctx.epoch_start) { Mode::Train } else { Mode::Eval };
         // Batch statistics without updates: the running statistics are put back after.
         let running = match self.batch_norm {
             AttackBatchNorm::Batch => Some(super::awp::snapshot_buffers(ctx.model)?),

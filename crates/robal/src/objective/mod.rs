@@ -92,6 +92,10 @@ pub enum BnPasses {
     /// beta_nat = 0), then clean and adv again for the KL term; TRADES clean, adv,
     /// clean again for the KL term.
     Reference,
+    /// **quirk** of TRADES-AWP's loop: TRADES on adv, then clean (RoBal: as `minimal`).
+    /// With `train.extra_passes` after the outer loss on clean it is the code's adv,
+    /// clean, clean.
+    AdvFirst,
 }
 
 /// What a step knows besides the batch.
@@ -110,6 +114,9 @@ pub struct StepContext<'a> {
     /// drawn from `seed`: replays another implementation's random stream (the
     /// PyTorch trajectory test does). `None` in training.
     pub start: Option<&'a Tensor>,
+    /// The step is the first of an epoch after the first (AT-AWP's CIFAR-10 script attacks
+    /// it in eval mode: `attack.batch_norm = "train-except-epoch-start"`).
+    pub epoch_start: bool,
 }
 
 impl StepContext<'_> {

@@ -27,12 +27,17 @@ impl Objective for Trades {
 
     fn outer(&self, ctx: &StepContext, x: &Tensor, y: &Tensor, x_adv: Option<&Tensor>) -> Result<StepOutput> {
         let x_adv = crafted(x_adv, self.method())?;
-        let z_nat = ctx.train_logits(x)?;
-        let z_adv = ctx.train_logits(x_adv)?;
+        let (z_nat, z_adv) = if self.passes == BnPasses::AdvFirst {
+            let z_adv = ctx.train_logits(x_adv)?;
+            (ctx.train_logits(x)?, z_adv)
+        } else {
+            let z_nat = ctx.train_logits(x)?;
+            (z_nat, ctx.train_logits(x_adv)?)
+        };
         // The reference computes the KL term from a third (clean) pass: same values in
         // train mode, one more update of the running statistics.
         let z_kl = match self.passes {
-            BnPasses::Minimal => z_nat.clone(),
+            BnPasses::Minimal | BnPasses::AdvFirst => z_nat.clone(),
             BnPasses::Reference => ctx.train_logits(x)?,
         };
         let loss = (ctx.class_loss(&z_nat, y)? + (trades_kl(&z_kl, &z_adv)? * self.beta)?)?;
