@@ -36,3 +36,16 @@ pub fn within<T: Send + 'static>(case: impl FnOnce() -> T + Send + 'static) -> T
         Err(RecvTimeoutError::Timeout) => panic!("a case ran longer than {:?}: a hang", case_limit()),
     }
 }
+
+/// `bytes` damaged at `i` (< len): cut short there (`cut`) or that byte replaced by
+/// `byte` (the damage every file-format property applies; the caller resolves its
+/// random index into the file's length).
+#[allow(dead_code)] // included by several test crates; not all of them damage files
+pub fn damaged(mut bytes: Vec<u8>, i: usize, byte: u8, cut: bool) -> Vec<u8> {
+    if cut {
+        bytes.truncate(i)
+    } else {
+        bytes[i] = byte
+    }
+    bytes
+}

@@ -107,11 +107,17 @@ pub struct EvalArgs {
 
 /// What makes two evaluations the same: the model (its tensors' digest), the images,
 /// the attacks and their settings, the audit. Saved as `eval_spec.json` beside the report.
-fn spec_text(loaded: &robal_eval::LoadedModel, data_name: &str, images: usize, opts: &EvalOptions) -> Result<String> {
-    // The model by what it computes, not by path: a moved run folder is the same evaluation.
-    let model = robal_models::checkpoint::model_digest(&loaded.model)?;
+fn spec_text(
+    loaded: &robal_eval::LoadedModel,
+    digest: &str,
+    data_name: &str,
+    images: usize,
+    opts: &EvalOptions,
+) -> Result<String> {
+    // The model by what it computes (`digest`), not by path: a moved run folder is the
+    // same evaluation.
     Ok(serde_json::to_string_pretty(&serde_json::json!({
-        "model": model,
+        "model": digest,
         "head": describe_head(&loaded.model),
         "data": data_name,
         "images": images,
@@ -226,7 +232,8 @@ pub fn run(a: EvalArgs) -> Result<()> {
         data_name,
         opts.attacks.iter().map(|s| s.token()).collect::<Vec<_>>().join(", ")
     );
-    let spec = spec_text(&loaded, &data_name, test.len(), &opts)?;
+    let digest = robal_models::checkpoint::model_digest(&loaded.model)?;
+    let spec = spec_text(&loaded, &digest, &data_name, test.len(), &opts)?;
     if shard.is_whole() && out.join("report.json").is_file() {
         let same = std::fs::read_to_string(out.join(SPEC_FILE)).is_ok_and(|s| s == spec);
         if same && !a.overwrite {
@@ -251,7 +258,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
         let aside = robal::RunDir::new(&out).move_aside_where(|name| REPORT_FILES.contains(&name))?;
         println!("moved the previous report aside into {}", aside.display());
     }
-    let part = robal_eval::evaluate_part(&loaded.model, &test, &a.checkpoint, &data_name, &opts)?;
+    let part = robal_eval::evaluate_part_with_digest(&loaded.model, &digest, &test, &a.checkpoint, &data_name, &opts)?;
     if !shard.is_whole() {
         let path = out.join(shard.file_name());
         part.save(&path)?;

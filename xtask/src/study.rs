@@ -543,9 +543,8 @@ mod fuzz_plans {
             cut in any::<bool>(),
         ) {
             fuzz::within(move || -> Result<(), TestCaseError> {
-                let mut bytes = PLAN.as_bytes().to_vec();
-                let i = pos.index(bytes.len());
-                if cut { bytes.truncate(i) } else { bytes[i] = byte }
+                let bytes = PLAN.as_bytes().to_vec();
+                let bytes = fuzz::damaged(bytes, pos.index(PLAN.len()), byte, cut);
                 let tmp = tempfile::tempdir().unwrap();
                 let p = tmp.path().join("plan.toml");
                 std::fs::write(&p, &bytes).unwrap();

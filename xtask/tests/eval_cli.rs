@@ -221,62 +221,21 @@ fn bad_input_is_named() {
     // otherwise is refused naming the tensor.
     let weights = run.join("model.safetensors").display().to_string();
     let foreign = tmp.path().join("foreign");
-    let stdout = ok(&xtask()
-        .args([
-            "eval",
-            &weights,
-            "--arch",
-            "small-cnn",
-            "--head",
-            "cosine",
-            "--data",
-            "mnist-lt",
-            "--limit",
-            "8",
-            "--attacks",
-            "clean",
-        ])
-        .args(["--no-audit", "--out"])
-        .arg(&foreign)
-        .output()
-        .unwrap());
+    // `cargo xtask eval` on the foreign file, with the given extra flags.
+    let eval_foreign = |extra: &[&str]| {
+        xtask()
+            .args(["eval", &weights, "--arch", "small-cnn", "--head", "cosine", "--data", "mnist-lt"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out_dir = foreign.display().to_string();
+    let stdout = ok(&eval_foreign(&["--limit", "8", "--attacks", "clean", "--no-audit", "--out", &out_dir]));
     assert!(stdout.contains("| clean |"), "{stdout}");
     assert_eq!(json(&foreign.join("report.json"))["attacks"][0]["per_class"].as_array().unwrap().len(), 10);
-    let err = failed(
-        &xtask()
-            .args([
-                "eval",
-                &weights,
-                "--arch",
-                "small-cnn",
-                "--head",
-                "cosine",
-                "--data",
-                "mnist-lt",
-                "--in-channels",
-                "3",
-            ])
-            .output()
-            .unwrap(),
-    );
+    let err = failed(&eval_foreign(&["--in-channels", "3"]));
     assert!(err.contains("--in-channels 3 contradicts") && err.contains("has 1"), "{err}");
-    let err = failed(
-        &xtask()
-            .args([
-                "eval",
-                &weights,
-                "--arch",
-                "small-cnn",
-                "--head",
-                "cosine",
-                "--data",
-                "mnist-lt",
-                "--num-classes",
-                "7",
-            ])
-            .output()
-            .unwrap(),
-    );
+    let err = failed(&eval_foreign(&["--num-classes", "7"]));
     assert!(err.contains("head.weight has 10"), "{err}");
     // report on a folder never evaluated.
     let err = failed(&xtask().arg("report").arg(tmp.path()).output().unwrap());

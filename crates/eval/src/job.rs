@@ -438,14 +438,28 @@ pub fn evaluate_part(
     data: &str,
     opts: &EvalOptions,
 ) -> Result<Evaluation> {
+    let digest = robal_models::checkpoint::model_digest(model)?;
+    evaluate_part_with_digest(model, &digest, test, checkpoint, data, opts)
+}
+
+/// [`evaluate_part`] for a caller that has the model's
+/// [`robal_models::checkpoint::model_digest`] already (hashing every tensor of a large
+/// model once is enough).
+pub fn evaluate_part_with_digest(
+    model: &Classifier,
+    digest: &str,
+    test: &ImageSet,
+    checkpoint: &str,
+    data: &str,
+    opts: &EvalOptions,
+) -> Result<Evaluation> {
     let device = model.device().clone();
     let view = EvalModel(model);
     let batch = opts.batch.max(1);
     let (start, end, first_batch) = opts.shard.range(test.len(), batch);
     let part = test.subset(&(start..end).collect::<Vec<_>>())?;
-    let digest = robal_models::checkpoint::model_digest(model)?;
     let key = StateKey {
-        model: digest.clone(),
+        model: digest.to_string(),
         data: data.into(),
         attacks: opts.attacks.clone(),
         settings: opts.settings,
@@ -509,7 +523,7 @@ pub fn evaluate_part(
     }
     Ok(Evaluation {
         checkpoint: checkpoint.into(),
-        model: digest,
+        model: digest.to_string(),
         data: data.into(),
         head: describe_head(model),
         settings: opts.settings,

@@ -41,8 +41,8 @@ pub mod suite;
 pub use audit::{audit, AuditConfig, AuditResult, Check, Flag, Verdict};
 pub use error::{EvalError, Result};
 pub use job::{
-    evaluate, evaluate_part, load_model, load_test_set, load_test_set_with, write_outputs, DataSpec, EvalOptions,
-    LoadedModel, ModelFlags, StateFile, TestProfile,
+    evaluate, evaluate_part, evaluate_part_with_digest, load_model, load_test_set, load_test_set_with, write_outputs,
+    DataSpec, EvalOptions, LoadedModel, ModelFlags, StateFile, TestProfile,
 };
 pub use metrics::{balanced_accuracy, ClassMetrics, Confusion, GroupMean};
 pub use parts::{merge, Evaluation, Shard};

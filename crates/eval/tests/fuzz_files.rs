@@ -70,14 +70,9 @@ fn progress() -> (State, Evaluation) {
 }
 
 /// `bytes` with one byte replaced, or cut there.
-fn damage(mut bytes: Vec<u8>, pos: prop::sample::Index, byte: u8, cut: bool) -> Vec<u8> {
+fn damage(bytes: Vec<u8>, pos: prop::sample::Index, byte: u8, cut: bool) -> Vec<u8> {
     let i = pos.index(bytes.len());
-    if cut {
-        bytes.truncate(i)
-    } else {
-        bytes[i] = byte
-    }
-    bytes
+    fuzz::damaged(bytes, i, byte, cut)
 }
 
 const REPORT: &str = include_str!("fixtures/report_fashion_pgd_at.json");
@@ -110,9 +105,7 @@ proptest! {
         cut in any::<bool>(),
     ) {
         fuzz::within(move || -> Result<(), TestCaseError> {
-            let mut bytes = REPORT.as_bytes().to_vec();
-            let i = pos.index(bytes.len());
-            if cut { bytes.truncate(i) } else { bytes[i] = byte }
+            let bytes = damage(REPORT.as_bytes().to_vec(), pos, byte, cut);
             let tmp = tempfile::tempdir().unwrap();
             let p = tmp.path().join("report.json");
             std::fs::write(&p, &bytes).unwrap();

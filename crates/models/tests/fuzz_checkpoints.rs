@@ -103,13 +103,7 @@ fn damaged_pytorch_files(fixture: &str) {
     let strategy = (any::<prop::sample::Index>(), any::<u8>(), any::<bool>());
     runner
         .run(&strategy, |(pos, byte, cut)| {
-            let mut bytes = original.clone();
-            let i = pos.index(bytes.len());
-            if cut {
-                bytes.truncate(i)
-            } else {
-                bytes[i] = byte
-            }
+            let bytes = fuzz::damaged(original.clone(), pos.index(original.len()), byte, cut);
             fuzz::within(move || -> Result<(), TestCaseError> {
                 let tmp = tempfile::tempdir().unwrap();
                 let p = tmp.path().join("damaged.pt");

@@ -546,7 +546,10 @@ fn at_awp_cifar10_attacks_each_epochs_first_batch_in_eval_mode() {
     assert!(!AttackBatchNorm::TrainExceptEpochStart.train_mode(true));
     assert!(AttackBatchNorm::Train.train_mode(true) && !AttackBatchNorm::Eval.train_mode(false));
     let run = |mode: &str, epochs: &str| {
-        one_step("mnist-lt-pgd-at.toml", &[&format!("attack.batch_norm=\"{mode}\""), epochs, "train.checkpoint_every=1"])
+        one_step(
+            "mnist-lt-pgd-at.toml",
+            &[&format!("attack.batch_norm=\"{mode}\""), epochs, "train.checkpoint_every=1"],
+        )
     };
     assert_eq!(
         run("train", "train.epochs=1"),
