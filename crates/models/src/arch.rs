@@ -20,6 +20,17 @@ pub enum Arch {
         /// Dropout probability inside blocks.
         dropout: f64,
     },
+    /// The DeepMind-style WideResNet-depth-widen (Gowal et al. 2020's model zoo, RobustLT's
+    /// Tiny-ImageNet model): the same topology with BatchNorm momentum 0.01 and the
+    /// stride-2 convolutions padded by one zero row and column at the bottom and right only
+    /// (TensorFlow's 'SAME'), no dropout. Even input sizes only, as the code (a stride-2
+    /// shortcut and its convolution would disagree on odd ones).
+    DeepMindWideResNet {
+        /// Depth 6n+4.
+        depth: usize,
+        /// Width multiplier.
+        widen: usize,
+    },
     /// ResNet-18, CIFAR form.
     ResNet18,
     /// PreAct-ResNet-18, CIFAR form.
@@ -37,6 +48,7 @@ impl Arch {
     pub fn name(&self) -> String {
         match self {
             Arch::WideResNet { depth, widen, .. } => format!("wrn-{depth}-{widen}"),
+            Arch::DeepMindWideResNet { depth, widen } => format!("dm-wrn-{depth}-{widen}"),
             Arch::ResNet18 => "resnet18".into(),
             Arch::PreActResNet18 => "preact-resnet18".into(),
             Arch::ResNet18ImageNet => "resnet18-imagenet".into(),
@@ -49,7 +61,7 @@ impl Arch {
 impl FromStr for Arch {
     type Err = ModelError;
 
-    /// `wrn-D-K`, `resnet18`, `preact-resnet18`, `resnet18-imagenet`, `resnet50-imagenet`, `small-cnn`.
+    /// `wrn-D-K`, `dm-wrn-D-K`, `resnet18`, `preact-resnet18`, `resnet18-imagenet`, `resnet50-imagenet`, `small-cnn`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let lower = s.to_ascii_lowercase();
         Ok(match lower.as_str() {
@@ -61,6 +73,10 @@ impl FromStr for Arch {
             other => {
                 let parts: Vec<&str> = other.split('-').collect();
                 match parts.as_slice() {
+                    ["dm", "wrn", d, k] => Arch::DeepMindWideResNet {
+                        depth: d.parse().map_err(|_| invalid("architecture", format!("{s:?}: depth {d:?} is not a number")))?,
+                        widen: k.parse().map_err(|_| invalid("architecture", format!("{s:?}: width {k:?} is not a number")))?,
+                    },
                     ["wrn", d, k] => Arch::WideResNet {
                         depth: d.parse().map_err(|_| invalid("architecture", format!("{s:?}: depth {d:?} is not a number")))?,
                         widen: k.parse().map_err(|_| invalid("architecture", format!("{s:?}: width {k:?} is not a number")))?,
@@ -69,7 +85,7 @@ impl FromStr for Arch {
                     _ => {
                         return Err(invalid(
                             "architecture",
-                            format!("{s:?}; expected wrn-D-K, resnet18, preact-resnet18, resnet18-imagenet, resnet50-imagenet or small-cnn"),
+                            format!("{s:?}; expected wrn-D-K, dm-wrn-D-K, resnet18, preact-resnet18, resnet18-imagenet, resnet50-imagenet or small-cnn"),
                         ))
                     }
                 }

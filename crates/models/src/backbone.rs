@@ -36,6 +36,9 @@ impl Backbone {
             Arch::WideResNet { depth, widen, dropout } => {
                 Net::WideResNet(WideResNet::new(p, in_channels, depth, widen, dropout)?)
             }
+            Arch::DeepMindWideResNet { depth, widen } => {
+                Net::WideResNet(WideResNet::deepmind(p, in_channels, depth, widen)?)
+            }
             Arch::ResNet18 => Net::ResNet(ResNet::new(p, in_channels, ResNetKind::ResNet18)?),
             Arch::PreActResNet18 => Net::ResNet(ResNet::new(p, in_channels, ResNetKind::PreActResNet18)?),
             Arch::ResNet18ImageNet => Net::ResNet(ResNet::new(p, in_channels, ResNetKind::ResNet18ImageNet)?),

@@ -1,5 +1,6 @@
 //! One definition per backbone: each topology is written once, generic over [`Graph`]
-//! (convolution, BatchNorm(+ReLU), add(+ReLU), dropout, max-pool, global average pool),
+//! (convolution, BatchNorm(+ReLU), add(+ReLU), dropout, max-pool, global average pool,
+//! zero padding at the bottom and right),
 //! and runs on either implementation:
 //!
 //! - [`Eager`]: candle tensors, layer by layer, through candle's autograd (any device
@@ -40,6 +41,9 @@ pub trait Graph {
 
     /// Global average pool: the (N, C) feature.
     fn global_avg_pool(&mut self, x: &Self::Value) -> Result<Self::Value>;
+
+    /// x with `n` zero rows appended at the bottom and `n` zero columns at the right.
+    fn pad_after(&mut self, x: &Self::Value, n: usize) -> Result<Self::Value>;
 }
 
 /// [`Graph`] on candle tensors, layer by layer.
@@ -80,6 +84,10 @@ impl Graph for Eager {
 
     fn global_avg_pool(&mut self, x: &Tensor) -> Result<Tensor> {
         global_avg_pool(x)
+    }
+
+    fn pad_after(&mut self, x: &Tensor, n: usize) -> Result<Tensor> {
+        Ok(x.pad_with_zeros(2, 0, n)?.pad_with_zeros(3, 0, n)?)
     }
 }
 
@@ -154,5 +162,11 @@ impl Graph for Recorder<'_> {
     fn global_avg_pool(&mut self, x: &TapeValue) -> Result<TapeValue> {
         let v = self.ready(x)?;
         Ok(TapeValue::Ready(self.tape.pool(v)))
+    }
+
+    fn pad_after(&mut self, x: &TapeValue, n: usize) -> Result<TapeValue> {
+        // The zeros are appended to the BatchNorm-ReLU's output, not its input.
+        let v = self.ready(x)?;
+        Ok(TapeValue::Ready(self.tape.pad_after(v, n)))
     }
 }

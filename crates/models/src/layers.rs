@@ -3,7 +3,7 @@
 
 use candle_core::{DType, Tensor, Var, D};
 
-use crate::error::Result;
+use crate::error::{invalid, Result};
 use crate::ops::{self, Affine, Kernels, Tape, ValueId};
 use crate::store::{Init, StorePath};
 
@@ -89,12 +89,21 @@ pub struct BatchNorm2d {
 impl BatchNorm2d {
     /// BatchNorm over `c` channels, momentum 0.1, eps 1e-5.
     pub fn new(p: &StorePath, c: usize) -> Result<Self> {
+        Self::with_momentum(p, c, 0.1)
+    }
+
+    /// BatchNorm over `c` channels with running averages r <- (1 - m) r + m batch
+    /// (`momentum` m; 0.01 in DeepMind-style networks), eps 1e-5.
+    pub fn with_momentum(p: &StorePath, c: usize, momentum: f64) -> Result<Self> {
+        if !(momentum > 0.0 && momentum <= 1.0) {
+            return Err(invalid("BatchNorm momentum", format!("{momentum}: expected (0, 1]")));
+        }
         Ok(Self {
             weight: p.param("weight", &[c], Init::Const(1.0))?,
             bias: p.param("bias", &[c], Init::Const(0.0))?,
             running_mean: p.buffer("running_mean", &[c], Init::Const(0.0))?,
             running_var: p.buffer("running_var", &[c], Init::Const(1.0))?,
-            momentum: 0.1,
+            momentum,
             eps: 1e-5,
         })
     }

@@ -5,7 +5,7 @@
 //! - backbones ([`Backbone`]), each topology written once against [`Graph`] and run
 //!   eagerly on candle tensors ([`Eager`]) or recorded for the CPU kernels
 //!   ([`Recorder`]): [`WideResNet`] (any 6n+4 depth, pre-activation,
-//!   optional dropout), CIFAR ResNet-18 and PreAct-ResNet-18, ImageNet ResNet-18/50
+//!   optional dropout; also DeepMind's variant), CIFAR ResNet-18 and PreAct-ResNet-18, ImageNet ResNet-18/50
 //!   ([`ResNet`]), and a [`SmallCnn`] for 28x28 digits; all take NCHW f32 in \[0, 1\];
 //! - heads ([`Head`]): FC (bias learned, prior-initialised or frozen: [`FcBias`]), RoBal's scale-invariant cosine head
 //!   z_c = s <f/||f||, w_c/(||w_c|| + gamma)>, tau-normalised weights and

@@ -1,7 +1,9 @@
 //! WideResNet-D-K (Zagoruyko & Komodakis) in the pre-activation form of the
 //! reference code: channels 16, 16K, 32K, 64K; (D-4)/6 basic blocks per group
 //! (BN-ReLU-conv3x3, BN-ReLU-[dropout]-conv3x3, 1x1 shortcut where the shape
-//! changes); final BN-ReLU and global average pool.
+//! changes); final BN-ReLU and global average pool. The DeepMind-style variant
+//! ([`WideResNet::deepmind`]) differs in BatchNorm momentum (0.01) and in how a stride-2
+//! convolution pads (one zero row and column at the bottom and right, then no padding).
 
 use crate::error::{invalid, Result};
 use crate::graph::Graph;
@@ -16,14 +18,17 @@ struct Block {
     conv2: Conv2d,
     shortcut: Option<Conv2d>,
     drop: f64,
+    /// Stride-2 first convolution padded at the bottom and right only (DeepMind style).
+    pad_after: bool,
 }
 
 impl Block {
-    fn new(p: &StorePath, cin: usize, cout: usize, stride: usize, drop: f64) -> Result<Self> {
+    fn new(p: &StorePath, cin: usize, cout: usize, stride: usize, drop: f64, style: Style) -> Result<Self> {
+        let pad_after = style == Style::DeepMind && stride == 2;
         Ok(Self {
-            bn1: BatchNorm2d::new(&p.pp("bn1"), cin)?,
-            conv1: Conv2d::new(&p.pp("conv1"), cin, cout, 3, stride, 1)?,
-            bn2: BatchNorm2d::new(&p.pp("bn2"), cout)?,
+            bn1: BatchNorm2d::with_momentum(&p.pp("bn1"), cin, style.momentum())?,
+            conv1: Conv2d::new(&p.pp("conv1"), cin, cout, 3, stride, if pad_after { 0 } else { 1 })?,
+            bn2: BatchNorm2d::with_momentum(&p.pp("bn2"), cout, style.momentum())?,
             conv2: Conv2d::new(&p.pp("conv2"), cout, cout, 3, 1, 1)?,
             shortcut: if cin != cout {
                 Some(Conv2d::new(&p.pp("convShortcut"), cin, cout, 1, stride, 0)?)
@@ -31,6 +36,7 @@ impl Block {
                 None
             },
             drop,
+            pad_after,
         })
     }
 
@@ -38,7 +44,8 @@ impl Block {
     /// changes, a 1x1 convolution of the pre-activated input (as the reference).
     fn graph<G: Graph>(&self, g: &mut G, x: &G::Value, seed: u64) -> Result<G::Value> {
         let a = g.batch_norm(x, &self.bn1, true)?;
-        let out = g.conv(&a, &self.conv1)?;
+        let padded = if self.pad_after { g.pad_after(&a, 1)? } else { a.clone() };
+        let out = g.conv(&padded, &self.conv1)?;
         let out = g.batch_norm(&out, &self.bn2, true)?;
         let out = g.dropout(&out, self.drop, seed)?;
         let out = g.conv(&out, &self.conv2)?;
@@ -47,6 +54,24 @@ impl Block {
             None => x.clone(),
         };
         g.add(&out, &skip, false)
+    }
+}
+
+/// Which WideResNet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Style {
+    /// Zagoruyko & Komodakis's, as the reference codes.
+    Standard,
+    /// DeepMind's model zoo (BatchNorm momentum 0.01, 'SAME' stride-2 padding).
+    DeepMind,
+}
+
+impl Style {
+    fn momentum(self) -> f64 {
+        match self {
+            Style::Standard => 0.1,
+            Style::DeepMind => 0.01,
+        }
     }
 }
 
@@ -62,6 +87,18 @@ pub struct WideResNet {
 impl WideResNet {
     /// Build under `p`; `depth` must be 6n+4 (n >= 1), `widen` >= 1, `dropout` in [0, 1).
     pub fn new(p: &StorePath, in_channels: usize, depth: usize, widen: usize, drop: f64) -> Result<Self> {
+        Self::build(p, in_channels, depth, widen, drop, Style::Standard)
+    }
+
+    /// The DeepMind-style WideResNet (Gowal et al. 2020's model zoo; RobustLT's
+    /// `tiny_wideresnet`): BatchNorm momentum 0.01, and each stride-2 convolution applied
+    /// to its input padded by one zero row and column at the bottom and right (no other
+    /// padding), where the standard one pads one on every side. Same tensor names.
+    pub fn deepmind(p: &StorePath, in_channels: usize, depth: usize, widen: usize) -> Result<Self> {
+        Self::build(p, in_channels, depth, widen, 0.0, Style::DeepMind)
+    }
+
+    fn build(p: &StorePath, in_channels: usize, depth: usize, widen: usize, drop: f64, style: Style) -> Result<Self> {
         if depth < 10 || !(depth - 4).is_multiple_of(6) || widen == 0 {
             return Err(invalid(
                 "WideResNet",
@@ -78,13 +115,13 @@ impl WideResNet {
             let gp = p.pp(format!("block{}", g + 1)).pp("layer");
             for i in 0..n {
                 let cin = if i == 0 { ch[g] } else { ch[g + 1] };
-                blocks.push(Block::new(&gp.pp(i), cin, ch[g + 1], if i == 0 { *stride } else { 1 }, drop)?);
+                blocks.push(Block::new(&gp.pp(i), cin, ch[g + 1], if i == 0 { *stride } else { 1 }, drop, style)?);
             }
         }
         Ok(Self {
             conv1: Conv2d::new(&p.pp("conv1"), in_channels, 16, 3, 1, 1)?,
             blocks,
-            bn1: BatchNorm2d::new(&p.pp("bn1"), ch[3])?,
+            bn1: BatchNorm2d::with_momentum(&p.pp("bn1"), ch[3], style.momentum())?,
             feature_dim: ch[3],
         })
     }

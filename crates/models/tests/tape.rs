@@ -119,6 +119,8 @@ fn tape_backbones_match_the_layer_by_layer_path() {
     check(Arch::SmallCnn, (3, 1, 28, 28));
     check(Arch::WideResNet { depth: 10, widen: 2, dropout: 0.3 }, (2, 3, 16, 16));
     check(Arch::WideResNet { depth: 16, widen: 1, dropout: 0.0 }, (1, 3, 9, 9));
+    check(Arch::DeepMindWideResNet { depth: 10, widen: 2 }, (2, 3, 12, 12));
+    check(Arch::DeepMindWideResNet { depth: 16, widen: 1 }, (1, 3, 16, 16)); // even sizes only, as the code (its shortcut would not fit)
     check(Arch::ResNet18, (2, 3, 16, 16));
     check(Arch::PreActResNet18, (2, 3, 8, 8));
 }

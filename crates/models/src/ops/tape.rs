@@ -16,7 +16,8 @@
 //! - y = relu?(BatchNorm_batch(x)): see [`super::batch_norm_train`] (dx, dγ, dβ);
 //! - y = relu?(u + v): du = dv = [y > 0] g;
 //! - y = m ⊙ x (a dropout mask): dx = m ⊙ g;
-//! - y[n, c] = mean_{h, w} x[n, c, h, w]: dx[n, c, h, w] = g[n, c] / (H W).
+//! - y[n, c] = mean_{h, w} x[n, c, h, w]: dx[n, c, h, w] = g[n, c] / (H W);
+//! - y = x with k zero rows and columns appended (bottom, right): dx = g without them.
 
 use std::collections::HashMap;
 
@@ -53,6 +54,7 @@ enum Step {
     Add { u: ValueId, v: ValueId, y: ValueId, relu: bool },
     Mask { x: ValueId, y: ValueId, mask: Vec<f32> },
     Pool { x: ValueId, y: ValueId },
+    PadAfter { x: ValueId, y: ValueId, n: usize },
     MaxPool { x: ValueId, y: ValueId, argmax: Vec<usize> },
 }
 
@@ -211,6 +213,20 @@ impl Tape {
         self.push(y, [n, c, 1, 1], |y| Step::Pool { x, y })
     }
 
+    /// y = x with `n` zero rows appended at the bottom and `n` zero columns at the right
+    /// (the 'SAME' padding of a stride-2 convolution in TensorFlow-style networks).
+    pub fn pad_after(&mut self, x: ValueId, n: usize) -> ValueId {
+        let [b, c, h, w] = self.dims(x);
+        let (ho, wo) = (h + n, w + n);
+        let mut y = vec![0f32; b * c * ho * wo];
+        y.par_chunks_mut(ho * wo).zip(self.data(x).par_chunks(h * w)).for_each(|(dst, src)| {
+            for (r, row) in src.chunks_exact(w).enumerate() {
+                dst[r * wo..r * wo + w].copy_from_slice(row);
+            }
+        });
+        self.push(y, [b, c, ho, wo], |y| Step::PadAfter { x, y, n })
+    }
+
     /// Drop the values the backward pass does not read (it reads the inputs of
     /// convolutions with a `pre` map or a weight gradient, the inputs of BatchNorms, and
     /// the outputs of ReLUs).
@@ -247,6 +263,18 @@ impl Tape {
                     let plane = (h * w).max(1);
                     let mut dx = vec![0f32; g.len() * plane];
                     dx.par_chunks_mut(plane).zip(g.par_iter()).for_each(|(o, &gv)| o.fill(gv / plane as f32));
+                    accumulate(&mut grads[x.0], dx);
+                }
+                Step::PadAfter { x, y, n } => {
+                    let Some(g) = grads[y.0].take() else { continue };
+                    let [_, _, h, w] = self.dims(*x);
+                    let wo = w + n;
+                    let mut dx = vec![0f32; g.len() / ((h + n) * wo) * h * w];
+                    dx.par_chunks_mut(h * w).zip(g.par_chunks((h + n) * wo)).for_each(|(dst, src)| {
+                        for (r, row) in dst.chunks_exact_mut(w).enumerate() {
+                            row.copy_from_slice(&src[r * wo..r * wo + w]);
+                        }
+                    });
                     accumulate(&mut grads[x.0], dx);
                 }
                 Step::MaxPool { x, y, argmax } => {
