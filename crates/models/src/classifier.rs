@@ -10,7 +10,7 @@ use crate::backbone::Backbone;
 use crate::error::{invalid, Result};
 use crate::head::Head;
 use crate::layers::Mode;
-use crate::store::{ParamStore, TensorKind};
+use crate::store::ParamStore;
 
 /// The model robal-rs trains and attacks: logits = head(backbone(normalise(x))) - tau_p log(pi).
 #[derive(Debug)]
@@ -181,12 +181,7 @@ impl Classifier {
             ));
         }
         let values = crate::head::prior_bias(counts)?;
-        let var = [TensorKind::Param, TensorKind::Buffer]
-            .into_iter()
-            .flat_map(|k| self.store.vars(k))
-            .find(|(n, _)| n == "head.bias")
-            .map(|(_, v)| v)
-            .ok_or_else(|| invalid("prior bias init", "the head has no bias"))?;
+        let var = self.store.var("head.bias").ok_or_else(|| invalid("prior bias init", "the head has no bias"))?;
         let t = Tensor::from_vec(values, counts.len(), self.store.device())?.to_dtype(self.store.dtype())?;
         var.set(&t)?;
         Ok(())
@@ -219,8 +214,7 @@ impl Classifier {
             Head::new(&self.store.root().pp("head"), config, self.backbone.feature_dim(), self.config.num_classes)?;
         if let Some(kept) = kept {
             for (name, value) in kept {
-                let vars = [TensorKind::Param, TensorKind::Buffer].into_iter().flat_map(|k| self.store.vars(k));
-                if let Some((_, var)) = vars.into_iter().find(|(n, _)| *n == name) {
+                if let Some(var) = self.store.var(&name) {
                     var.set(&value)?;
                 }
             }

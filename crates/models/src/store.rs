@@ -125,6 +125,11 @@ impl ParamStore {
             .collect()
     }
 
+    /// The variable `name`, parameter or buffer.
+    pub fn var(&self, name: &str) -> Option<Var> {
+        self.lock().get(name).map(|e| e.var.clone())
+    }
+
     /// Variables of one kind (parameters or buffers), sorted by name.
     pub fn vars(&self, kind: TensorKind) -> Vec<(String, Var)> {
         self.lock().iter().filter(|(_, e)| e.kind == kind).map(|(n, e)| (n.clone(), e.var.clone())).collect()

@@ -159,6 +159,17 @@ pub enum AugmentPolicy {
     TrivialAugment,
 }
 
+impl TrainSampler {
+    /// The data crate's sampler.
+    pub fn sampler(&self) -> robal_data::Sampler {
+        match self {
+            TrainSampler::Shuffle => robal_data::Sampler::Shuffle,
+            TrainSampler::ClassBalanced => robal_data::Sampler::ClassBalanced,
+            TrainSampler::ClassAware => robal_data::Sampler::ClassAware,
+        }
+    }
+}
+
 impl AugmentPolicy {
     /// The data crate's policy.
     pub fn policy(&self) -> Option<robal_data::Policy> {

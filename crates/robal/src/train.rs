@@ -18,14 +18,14 @@ use robal_attacks::Pgd;
 use robal_data::augment::RandomRotation;
 use robal_data::{
     cifar, load_embedded, long_tailed_rounded, tiny_imagenet, Cifar, Dataset, ImageSet, Loader, LoaderConfig,
-    PadCropFlip, Profile, Sampler, Selection, Split,
+    PadCropFlip, Profile, Selection, Split,
 };
 use robal_models::checkpoint::{self, CheckpointInfo};
 use robal_models::{Classifier, FcBias, HeadConfig, Mode, ModelConfig};
 
 use crate::config::{
     AttackBatchNorm, AttackStart, CropPadding, DataName, LtProfile, PassInput, PassPoint, Stage2BatchNorm, Stage2Kind,
-    Stage2Section, TrainConfig, TrainSampler,
+    Stage2Section, TrainConfig,
 };
 use crate::error::{Result, TrainError};
 use crate::evaluate::{quick_eval, QuickEval};
@@ -52,6 +52,10 @@ pub fn load_data(cfg: &TrainConfig) -> Result<(ImageSet, ImageSet)> {
         LtProfile::Step => Profile::Step { ratio: cfg.data.ratio },
         LtProfile::Exp => Profile::Exp { ratio: cfg.data.ratio },
     };
+    // The long-tailed training subset of a full CIFAR or Tiny-ImageNet training set.
+    let subset = |full: &ImageSet| {
+        long_tailed_rounded(full, profile, cfg.data.count_rounding.rounding(), cfg.data.selection.selection())
+    };
     let (train, test) = match cfg.data.name {
         DataName::MnistLt => (load_embedded("mnist-lt", Split::Train)?, load_embedded("mnist-lt", Split::Test)?),
         DataName::FashionMnistLt => robal_data::fashion_mnist_lt(&cfg.data.dir(), profile)?,
@@ -61,12 +65,7 @@ pub fn load_data(cfg: &TrainConfig) -> Result<(ImageSet, ImageSet)> {
             if cfg.data.name == DataName::TinyImagenetLt20 {
                 (full, test) = (tiny_imagenet::first_classes(&full, 20)?, tiny_imagenet::first_classes(&test, 20)?);
             }
-            let train = long_tailed_rounded(
-                &full,
-                profile,
-                cfg.data.count_rounding.rounding(),
-                cfg.data.selection.selection(),
-            )?;
+            let train = subset(&full)?;
             let test = test.with_classes(train.classes().clone())?;
             (train, test)
         }
@@ -77,12 +76,7 @@ pub fn load_data(cfg: &TrainConfig) -> Result<(ImageSet, ImageSet)> {
                 None => cifar::read(cfg.data.dir(), kind, split),
             };
             let full = read(&cfg.data.train_file, Split::Train)?;
-            let train = long_tailed_rounded(
-                &full,
-                profile,
-                cfg.data.count_rounding.rounding(),
-                cfg.data.selection.selection(),
-            )?;
+            let train = subset(&full)?;
             let test = read(&cfg.data.test_file, Split::Test)?.with_classes(train.classes().clone())?;
             (train, test)
         }
@@ -311,13 +305,8 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions, device: &Device) -> Result<Ru
         robal_data::write_atomic(&config_path, config_text.as_bytes())?;
     }
     let loss = TrainLoss::new(cfg.loss.clone(), &counts, device)?;
-    let sampler = match cfg.data.sampler {
-        TrainSampler::Shuffle => Sampler::Shuffle,
-        TrainSampler::ClassBalanced => Sampler::ClassBalanced,
-        TrainSampler::ClassAware => Sampler::ClassAware,
-    };
     let loader_cfg = LoaderConfig {
-        sampler,
+        sampler: cfg.data.sampler.sampler(),
         augment: cfg.data.augment,
         drop_last: cfg.data.drop_last,
         ..LoaderConfig::train(cfg.train.batch_size, cfg.train.seed)
@@ -395,9 +384,6 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions, device: &Device) -> Result<Ru
                 p.restore()?;
             }
             extra(PassPoint::AfterUpdate)?;
-            if cfg.train.log_passes {
-                log_passes(&model, x, x_adv.as_ref())?;
-            }
             loss_sum += value as f64;
             if let Some(z) = &z_nat {
                 clean.add(accuracy(&z.detach(), y)?);
@@ -525,11 +511,7 @@ fn second_stage(
     };
     let mut sgd = Sgd::new(model.store().trainable(prefix), cfg.train.momentum, cfg.train.weight_decay);
     let loader_cfg = LoaderConfig {
-        sampler: match s2.sampler {
-            TrainSampler::ClassAware => Sampler::ClassAware,
-            TrainSampler::Shuffle => Sampler::Shuffle,
-            TrainSampler::ClassBalanced => Sampler::ClassBalanced,
-        },
+        sampler: s2.sampler.sampler(),
         augment: cfg.data.augment,
         ..LoaderConfig::train(cfg.train.batch_size, cfg.train.seed ^ 0x2)
     };
@@ -660,6 +642,8 @@ impl BatchMean {
 
 /// The `train.extra_passes` at `at`: statistics-only forwards (train mode; at
 /// `after-attack` only when the attack itself runs in train mode), outputs discarded.
+/// RobustLT's logging passes (`train.log_passes`) are after-update passes on x_adv (if
+/// any), then x, after the configured ones.
 fn extra_passes(
     model: &Classifier,
     cfg: &TrainConfig,
@@ -674,23 +658,19 @@ fn extra_passes(
     if at == PassPoint::AfterAttack && !attack_moves_statistics {
         return Ok(());
     }
-    for pass in cfg.train.extra_passes.iter().filter(|p| p.at == at) {
-        let input = match pass.input {
+    let logging = (at == PassPoint::AfterUpdate && cfg.train.log_passes)
+        .then_some([PassInput::Adv, PassInput::Clean])
+        .into_iter()
+        .flatten();
+    let inputs = cfg.train.extra_passes.iter().filter(|p| p.at == at).map(|p| p.input).chain(logging);
+    for pass_input in inputs {
+        let input = match pass_input {
             PassInput::Clean => Some(x),
             PassInput::Adv => x_adv,
         };
         if let Some(input) = input {
             model.forward(&input.detach(), Mode::Train)?;
         }
-    }
-    Ok(())
-}
-
-/// RobustLT's logging passes (`train.log_passes`): train-mode forwards on x_adv (if any)
-/// and x after the update, kept only for their BatchNorm running-statistics updates.
-fn log_passes(model: &Classifier, x: &Tensor, x_adv: Option<&Tensor>) -> Result<()> {
-    for input in x_adv.into_iter().chain([x]) {
-        model.forward(&input.detach(), Mode::Train)?;
     }
     Ok(())
 }
