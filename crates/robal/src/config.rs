@@ -743,6 +743,14 @@ pub struct EvalSection {
     /// all of it (0 = PGD).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub selection_autoattack: usize,
+    /// **quirk** of MCAT's code (its trainer keeps `ckpt_best.pth` by PGD-20 on the test
+    /// set): after every `eval.every` epochs and the last, run PGD (`eval.eps`,
+    /// `eval.step_size`, `eval.steps`, uniform start) on the whole test set and keep the
+    /// epoch with the best overall robust accuracy in `best.safetensors`. Selection on
+    /// the test set inflates the kept model's numbers; off by default (`data.validation`
+    /// selects without the test set). Not with `data.validation`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub select_on_test: bool,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -1019,9 +1027,14 @@ impl TrainConfig {
                 && matches!(self.data.name, DataName::Cifar10Lt | DataName::Cifar100Lt),
             "model.arch = \"resnet18-imagenet\" on 32x32 images (MCAT's default resnet18)",
         );
+        on(self.eval.select_on_test, "eval.select_on_test = true (MCAT's code: the best epoch by PGD on the test set)");
         if let Some(r) = &self.reat {
             on(r.tail == crate::losses::TailReduction::Official, "reat.tail = \"official\" (REAT's code)");
             on(!r.clamp_counts, "reat.clamp_counts = false (REAT's code)");
+            on(
+                r.count == crate::objective::PredictionCount::AfterUpdate,
+                "reat.count = \"after-update\" (RobustLT's REAT)",
+            );
         }
         q
     }
@@ -1129,6 +1142,20 @@ impl TrainConfig {
         }
         if let Some(a) = &self.awp {
             a.validate(self.train.mode)?;
+        }
+        if self.eval.select_on_test && self.data.validation > 0.0 {
+            return Err(invalid(
+                "eval.select_on_test",
+                "selects on the test set; data.validation selects on a held-out split: set one of them",
+            ));
+        }
+        if self.reat.is_some_and(|r| r.count == crate::objective::PredictionCount::AfterUpdate)
+            && !self.train.log_passes
+        {
+            return Err(invalid(
+                "reat.count",
+                "\"after-update\" counts the logging pass after each update: set train.log_passes = true",
+            ));
         }
         if self.train.clean_epochs > self.train.epochs {
             return Err(invalid(

@@ -324,6 +324,10 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions, device: &Device) -> Result<Ru
         };
         BestModel::new(v, attack, limit, previous)
     });
+    if cfg.eval.select_on_test {
+        let previous = if opts.resume { BestModel::recorded(run_dir, device) } else { None };
+        best = Some(BestModel::on_test(test_set.clone(), Box::new(eval_attack.clone()), previous));
+    }
     let steps_per_epoch = loader.num_batches();
     let (mut images, started) = (0usize, Instant::now());
     let last_epoch = opts.stop_after.map_or(cfg.train.epochs, |n| (first_epoch + n).min(cfg.train.epochs));
@@ -383,7 +387,9 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions, device: &Device) -> Result<Ru
             if let Some(p) = perturbation {
                 p.restore()?;
             }
-            extra(PassPoint::AfterUpdate)?;
+            if let Some(z) = extra(PassPoint::AfterUpdate)? {
+                method.observe_after_update(y, &z)?;
+            }
             loss_sum += value as f64;
             if let Some(z) = &z_nat {
                 clean.add(accuracy(&z.detach(), y)?);
@@ -421,7 +427,9 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions, device: &Device) -> Result<Ru
         if let Some(b) = best.as_mut().filter(|_| due || done == cfg.train.epochs) {
             let head = cfg.model.eval_head.unwrap_or(cfg.model.head);
             let value = b.consider(&with_eval_head(&model, head, cfg.model.posthoc_tau)?, done, run_dir, device)?;
-            let key = if cfg.eval.selection_autoattack > 0 {
+            let key = if cfg.eval.select_on_test {
+                "test_overall_pgd"
+            } else if cfg.eval.selection_autoattack > 0 {
                 "validation_balanced_autoattack"
             } else {
                 "validation_balanced_pgd"
@@ -643,7 +651,8 @@ impl BatchMean {
 /// The `train.extra_passes` at `at`: statistics-only forwards (train mode; at
 /// `after-attack` only when the attack itself runs in train mode), outputs discarded.
 /// RobustLT's logging passes (`train.log_passes`) are after-update passes on x_adv (if
-/// any), then x, after the configured ones.
+/// any), then x, after the configured ones; their logits on x_adv are returned (REAT
+/// counts them with `reat.count = "after-update"`).
 fn extra_passes(
     model: &Classifier,
     cfg: &TrainConfig,
@@ -651,26 +660,30 @@ fn extra_passes(
     x: &Tensor,
     x_adv: Option<&Tensor>,
     epoch_start: bool,
-) -> Result<()> {
+) -> Result<Option<Tensor>> {
     // A batch-statistics attack (`batch`) puts its statistics back: no pass to repeat.
     let attack_moves_statistics =
         cfg.attack.batch_norm != AttackBatchNorm::Batch && cfg.attack.batch_norm.train_mode(epoch_start);
     if at == PassPoint::AfterAttack && !attack_moves_statistics {
-        return Ok(());
+        return Ok(None);
     }
+    let configured = cfg.train.extra_passes.iter().filter(|p| p.at == at).map(|p| (p.input, false));
     let logging = (at == PassPoint::AfterUpdate && cfg.train.log_passes)
-        .then_some([PassInput::Adv, PassInput::Clean])
+        .then_some([(PassInput::Adv, true), (PassInput::Clean, true)])
         .into_iter()
         .flatten();
-    let inputs = cfg.train.extra_passes.iter().filter(|p| p.at == at).map(|p| p.input).chain(logging);
-    for pass_input in inputs {
+    let mut logged_adv = None;
+    for (pass_input, is_log) in configured.chain(logging) {
         let input = match pass_input {
             PassInput::Clean => Some(x),
             PassInput::Adv => x_adv,
         };
         if let Some(input) = input {
-            model.forward(&input.detach(), Mode::Train)?;
+            let z = model.forward(&input.detach(), Mode::Train)?;
+            if is_log && pass_input == PassInput::Adv {
+                logged_adv = Some(z.detach());
+            }
         }
     }
-    Ok(())
+    Ok(logged_adv)
 }

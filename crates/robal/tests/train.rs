@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use candle_core::Device;
 use robal::train::{train, RunOptions};
 use robal::{TrainConfig, TrainError};
+use robal_data::Dataset;
 
 fn preset(name: &str, extra: &[&str]) -> TrainConfig {
     let mut o: Vec<String> = [
@@ -329,6 +330,43 @@ fn selection_can_use_autoattack_on_a_validation_subset() {
 }
 
 #[test]
+fn mcat_selection_keeps_the_epoch_with_the_best_overall_pgd_on_the_test_set() {
+    let o = ["eval.every=1", "eval.select_on_test=true", "train.epochs=2", "train.milestones=[]", "eval.steps=1"];
+    let cfg = preset("mnist-lt-pgd-at.toml", &o);
+    let dir = tempfile::tempdir().unwrap();
+    let sel = train(&cfg, &opts(dir.path()), &Device::Cpu).unwrap().selection.expect("a selection report");
+    let metrics = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
+    let values: Vec<(u64, f64)> = metrics
+        .lines()
+        .filter_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).ok()?;
+            Some((v["epoch"].as_u64()?, v["test_overall_pgd"].as_f64()?))
+        })
+        .collect();
+    assert_eq!(values.len(), 2, "one test-set evaluation per epoch: {metrics}");
+    let max = values.iter().map(|v| v.1).fold(f64::MIN, f64::max);
+    assert_eq!((sel.epoch as u64, sel.value), (values.iter().find(|v| v.1 == max).unwrap().0, max));
+    let (_, test) = robal::train::load_data(&cfg).unwrap();
+    let n = test.len();
+    assert!(sel.criterion.contains(&format!("pgd-1 accuracy on the {n} test images")), "{}", sel.criterion);
+    // The value is the kept model's overall PGD accuracy on the whole test set, evaluated
+    // again from best.safetensors.
+    let (best, _) = robal_models::checkpoint::load(&dir.path().join("best.safetensors"), &Device::Cpu).unwrap();
+    let pgd = robal_attacks::Pgd::linf(cfg.eval.eps, cfg.eval.step_size, cfg.eval.steps);
+    let q = robal::evaluate::quick_eval(&best, &test, &pgd, 0, 128, 0, &Device::Cpu).unwrap();
+    assert_eq!(q.images, n, "the whole test set");
+    assert_eq!(q.pgd.overall, sel.value);
+    // Selection on the test set and on a validation split exclude each other.
+    let e = TrainConfig::load(
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../configs/mnist-lt-pgd-at.toml"),
+        &["eval.select_on_test=true".into(), "data.validation=0.2".into()],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("eval.select_on_test"), "{e}");
+}
+
+#[test]
 fn tiny_imagenet_lt_trains_from_the_folder_layout() {
     // 20 classes x 5 JPEGs written here; r = 0.2 over the first 20 classes gives 5 ... 1.
     let tmp = tempfile::tempdir().unwrap();
@@ -561,4 +599,68 @@ fn at_awp_cifar10_attacks_each_epochs_first_batch_in_eval_mode() {
         run("train-except-epoch-start", "train.epochs=2"),
         "the second epoch's first batch is attacked in eval mode"
     );
+}
+
+/// Histogram over `classes` of argmax f(x) in train mode (batch statistics) on every
+/// training image of `cfg`, in one batch.
+fn train_mode_predictions(model: &robal_models::Classifier, cfg: &TrainConfig, classes: usize) -> Vec<u64> {
+    let (set, _) = robal::train::load_data(cfg).unwrap();
+    let n = set.len();
+    let loader =
+        robal_data::Loader::new(std::sync::Arc::new(set), robal_data::LoaderConfig::eval(n), Device::Cpu).unwrap();
+    let batch = loader.epoch(0).next().unwrap().unwrap();
+    let z = model.forward(&batch.images, robal_models::Mode::Train).unwrap();
+    let mut h = vec![0u64; classes];
+    for p in z.argmax(1).unwrap().to_vec1::<u32>().unwrap() {
+        h[p as usize] += 1;
+    }
+    h
+}
+
+#[test]
+fn reat_counts_outer_predictions_or_the_logging_pass_after_the_update() {
+    // One step on every image at once with x_adv = x (no attack step, no start), so the
+    // counts are train-mode argmaxes on the training images: of the initial model for
+    // `outer` (REAT's code), of the updated one for `after-update` (RobustLT's REAT).
+    let run = |count: &str| {
+        let reat = format!("reat={{ count = \"{count}\" }}");
+        let o = [
+            "data.limit=40",
+            "data.augment=false",
+            "data.drop_last=false",
+            "train.batch_size=64",
+            "train.epochs=1",
+            "train.milestones=[]",
+            "train.lr=0.5",
+            "train.mode=\"reat\"",
+            "train.log_passes=true",
+            "attack.steps=0",
+            "attack.random_start=\"off\"",
+            reat.as_str(),
+        ];
+        let cfg = preset("mnist-lt-pgd-at.toml", &o);
+        let dir = tempfile::tempdir().unwrap();
+        train(&cfg, &opts(dir.path()), &Device::Cpu).unwrap();
+        let (_, info) =
+            robal_models::checkpoint::load(&dir.path().join("checkpoint.safetensors"), &Device::Cpu).unwrap();
+        let state: serde_json::Value = serde_json::from_str(&info.extra["objective_state"]).unwrap();
+        let counts: Vec<u64> = state["current"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+        let (model, _) = robal_models::checkpoint::load(&dir.path().join("model.safetensors"), &Device::Cpu).unwrap();
+        (cfg, counts, model)
+    };
+    let (cfg, after, trained) = run("after-update");
+    assert_eq!(after, train_mode_predictions(&trained, &cfg, 10), "after-update: the updated model's predictions");
+    let (cfg, outer, _) = run("outer");
+    let (set, _) = robal::train::load_data(&cfg).unwrap();
+    let initial = robal::train::build_model(&cfg, &set, &Device::Cpu).unwrap();
+    assert_eq!(outer, train_mode_predictions(&initial, &cfg, 10), "outer: the initial model's predictions");
+    assert_ne!(after, outer, "one step at lr 0.5 changes the predictions: the test can tell the two apart");
+    // RobustLT's counting needs the logging pass.
+    let e = TrainConfig::load(
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../configs/mnist-lt-pgd-at.toml"),
+        &["train.mode=\"reat\"".into(), "reat={ count = \"after-update\" }".into()],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("reat.count") && e.contains("train.log_passes = true"), "{e}");
 }

@@ -48,6 +48,10 @@ impl Objective for EtfRegularized {
         self.inner.observe(y, out)
     }
 
+    fn observe_after_update(&self, y: &Tensor, adv_logits: &Tensor) -> Result<()> {
+        self.inner.observe_after_update(y, adv_logits)
+    }
+
     fn end_epoch(&self) {
         self.inner.end_epoch()
     }

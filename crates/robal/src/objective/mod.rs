@@ -39,7 +39,7 @@ pub use etf::{EtfConfig, EtfRegularized};
 pub use inner::{InnerAttack, InnerLoss};
 pub use pgd_at::PgdAt;
 pub use plain::Plain;
-pub use reat::{Reat, ReatConfig};
+pub use reat::{PredictionCount, Reat, ReatConfig};
 pub use robal::Robal;
 pub use taet::Taet;
 pub use trades::Trades;
@@ -158,6 +158,12 @@ pub trait Objective {
 
     /// See a finished step (labels and what [`Objective::outer`] returned).
     fn observe(&self, _y: &Tensor, _out: &StepOutput) -> Result<()> {
+        Ok(())
+    }
+
+    /// See the logits of the adversarial examples after the update: the train-mode
+    /// logging pass of `train.log_passes`, when the step made one.
+    fn observe_after_update(&self, _y: &Tensor, _adv_logits: &Tensor) -> Result<()> {
         Ok(())
     }
 

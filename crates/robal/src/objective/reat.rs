@@ -31,6 +31,24 @@ pub struct ReatConfig {
     /// gives it a weight of ~1e5 before rescaling (`false`, the official code's quirk).
     #[serde(default = "yes")]
     pub clamp_counts: bool,
+    /// Which adversarial logits the prediction counts a_c are taken from: those of the
+    /// outer loss (`outer`, default, REAT's code) or those of the train-mode logging pass
+    /// after the optimiser step (`after-update`, RobustLT's REAT; needs
+    /// `train.log_passes = true`).
+    #[serde(default)]
+    pub count: PredictionCount,
+}
+
+/// Where REAT counts its adversarial predictions (`reat.count`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PredictionCount {
+    /// argmax f(x_adv) of the outer loss's forward pass, before the update (REAT's code).
+    #[default]
+    Outer,
+    /// argmax f(x_adv) of the logging pass after the update, train mode (RobustLT's
+    /// `REAT.update`, core/methods/reat.py:40-55).
+    AfterUpdate,
 }
 
 fn unit() -> f64 {
@@ -42,7 +60,7 @@ fn yes() -> bool {
 
 impl Default for ReatConfig {
     fn default() -> Self {
-        Self { tail_weight: 1.0, tail: TailReduction::Pairwise, clamp_counts: true }
+        Self { tail_weight: 1.0, tail: TailReduction::Pairwise, clamp_counts: true, count: PredictionCount::Outer }
     }
 }
 
@@ -70,6 +88,20 @@ impl Reat {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Counts>> {
         self.counts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Add argmax z (B, C) to the counts of the next epoch.
+    fn count(&self, z: &Tensor) -> Result<()> {
+        let predicted = z.detach().argmax(1)?.to_dtype(DType::U32)?.to_vec1::<u32>()?;
+        let mut guard = self.lock();
+        if let Some(c) = guard.as_mut() {
+            for p in predicted {
+                if let Some(slot) = c.next.get_mut(p as usize) {
+                    *slot += 1;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The class weights of this epoch for training counts `n`.
@@ -102,17 +134,17 @@ impl Objective for Reat {
     }
 
     fn observe(&self, _: &Tensor, out: &StepOutput) -> Result<()> {
-        let Some(z) = &out.adv_logits else { return Ok(()) };
-        let predicted = z.detach().argmax(1)?.to_dtype(DType::U32)?.to_vec1::<u32>()?;
-        let mut guard = self.lock();
-        if let Some(c) = guard.as_mut() {
-            for p in predicted {
-                if let Some(slot) = c.next.get_mut(p as usize) {
-                    *slot += 1;
-                }
-            }
+        match (&out.adv_logits, self.config.count) {
+            (Some(z), PredictionCount::Outer) => self.count(z),
+            _ => Ok(()),
         }
-        Ok(())
+    }
+
+    fn observe_after_update(&self, _: &Tensor, adv_logits: &Tensor) -> Result<()> {
+        match self.config.count {
+            PredictionCount::AfterUpdate => self.count(adv_logits),
+            PredictionCount::Outer => Ok(()),
+        }
     }
 
     fn end_epoch(&self) {
