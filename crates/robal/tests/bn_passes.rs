@@ -27,6 +27,28 @@ const CODE_PASSES: &[(&str, usize, &str)] = &[
     ),
     ("cifar10-lt-trades", 3, "train_modes.py:83,128 (attack in eval mode), 134 (clean), 136-137 (adv, clean)"),
     (
+        "cifar10-lt-pgd-at-awp",
+        13,
+        "csdongxian/AWP AT_AWP/train_cifar10.py:91-92 (one train-mode pass per attack step, 10), 122 (all_loss on \
+         X + delta), utils_awp.py:36-40 (the AWP probe runs on the proxy, a copy), train_cifar10.py:346 (adv), 364 \
+         (clean after the update)",
+    ),
+    ("cifar100-lt-pgd-at-awp", 13, "AT_AWP/train_cifar100.py:74-75 (10 attack steps), 105, 293, 311"),
+    (
+        "cifar10-lt-trades-awp",
+        3,
+        "trades_AWP/train_trades_cifar.py:106 (attack in eval mode), 187-189 (adv, clean), 192 (clean)",
+    ),
+    ("cifar10-lt-reat", 1, "GuanlinLee/REAT train.py:210-212 (clean pass in eval mode), loss_functions.py:42,56 (attack in eval mode), 61 (adv)"),
+    ("cifar10-lt-at-bsl", 1, "NISPLab/AT-BSL at_bsl_loss.py:21,34 (attack in eval mode), 40 (adv)"),
+    (
+        "cifar10-lt-taet",
+        2,
+        "BuhuiOK/TAET code/TAET/TAET.ipynb cell 7 line 47 (clean, every step), code/HARL.py:34,48 (attack in eval \
+         mode), 53 (adv)",
+    ),
+    ("cifar10-lt-taet-notebook", 2, "the same loop as cifar10-lt-taet"),
+    (
         "cifar10-lt-robustlt-pgd-at",
         3,
         "zhang-lilin/RobustLT core/methods/utils.py:114-116 (attack without tracking), 140-141 (adv), 96-97 (log: \
