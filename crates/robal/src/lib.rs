@@ -13,6 +13,7 @@
 //!   checkpoints, NaN guards, progress bars and a metrics file;
 //! - [`run_dir`]: a run folder's file names, its one-process lock and what it holds;
 //! - [`selection`]: a validation split held out of training and the best epoch on it;
+//! - [`splits`]: the training, validation and test splits a config's `[data]` names;
 //! - [`evaluate`]: clean and PGD accuracy per class and shot group.
 
 pub mod config;
@@ -23,6 +24,7 @@ pub mod objective;
 pub mod optim;
 pub mod run_dir;
 pub mod selection;
+pub mod splits;
 pub mod train;
 
 pub use config::TrainConfig;

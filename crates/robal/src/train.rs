@@ -1,5 +1,6 @@
 //! The trainer: runs any [`crate::objective`] (plus AWP, class budgets, a clean first
 //! stage), with checkpoints that resume bit-for-bit, NaN guards, progress and metrics.
+//! The data a config names is loaded by [`crate::splits`].
 //!
 //! Run folder: `config.toml` (the config used), `metrics.jsonl` (one JSON object
 //! per epoch and per quick evaluation), `checkpoint.safetensors` +
@@ -15,17 +16,12 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use robal_attacks::Pgd;
-use robal_data::augment::RandomRotation;
-use robal_data::{
-    cifar, load_embedded, long_tailed_rounded, tiny_imagenet, Cifar, Dataset, ImageSet, Loader, LoaderConfig,
-    PadCropFlip, Profile, Selection, Split,
-};
+use robal_data::{Dataset, ImageSet, Loader, LoaderConfig};
 use robal_models::checkpoint::{self, CheckpointInfo};
 use robal_models::{Classifier, FcBias, HeadConfig, Mode, ModelConfig};
 
 use crate::config::{
-    AttackBatchNorm, AttackStart, CropPadding, DataName, LtProfile, PassInput, PassPoint, Stage2BatchNorm, Stage2Kind,
-    Stage2Section, TrainConfig,
+    AttackBatchNorm, AttackStart, PassInput, PassPoint, Stage2BatchNorm, Stage2Kind, Stage2Section, TrainConfig,
 };
 use crate::error::{Result, TrainError};
 use crate::evaluate::{quick_eval, QuickEval};
@@ -35,75 +31,8 @@ use crate::optim::Sgd;
 use crate::run_dir::{
     config_differences, RunDir, RunState, CHECKPOINT_FILE, METRICS_FILE, MODEL_FILE, TRAIN_EVAL_FILE,
 };
-use crate::selection::{split_validation, BestModel, SelectionReport, BEST_FILE};
-
-/// Load the training, validation (if `data.validation` > 0) and test splits a config names.
-pub fn load_splits(cfg: &TrainConfig) -> Result<(ImageSet, Option<ImageSet>, ImageSet)> {
-    let (train, test) = load_data(cfg)?;
-    let (train, validation) = split_validation(train, cfg.data.validation, cfg.train.seed)?;
-    let test = test.with_classes(train.classes().clone())?;
-    Ok((train, validation, test))
-}
-
-/// Load the training and test splits a config names (the training split before any
-/// validation hold-out; see [`load_splits`]).
-pub fn load_data(cfg: &TrainConfig) -> Result<(ImageSet, ImageSet)> {
-    let profile = match cfg.data.profile {
-        LtProfile::Step => Profile::Step { ratio: cfg.data.ratio },
-        LtProfile::Exp => Profile::Exp { ratio: cfg.data.ratio },
-    };
-    // The long-tailed training subset of a full CIFAR or Tiny-ImageNet training set.
-    let subset = |full: &ImageSet| {
-        long_tailed_rounded(full, profile, cfg.data.count_rounding.rounding(), cfg.data.selection.selection())
-    };
-    let (train, test) = match cfg.data.name {
-        DataName::MnistLt => (load_embedded("mnist-lt", Split::Train)?, load_embedded("mnist-lt", Split::Test)?),
-        DataName::FashionMnistLt => robal_data::fashion_mnist_lt(&cfg.data.dir(), profile)?,
-        DataName::TinyImagenetLt | DataName::TinyImagenetLt20 => {
-            let (mut full, mut test) =
-                (tiny_imagenet::read(cfg.data.dir(), Split::Train)?, tiny_imagenet::read(cfg.data.dir(), Split::Test)?);
-            if cfg.data.name == DataName::TinyImagenetLt20 {
-                (full, test) = (tiny_imagenet::first_classes(&full, 20)?, tiny_imagenet::first_classes(&test, 20)?);
-            }
-            let train = subset(&full)?;
-            let test = test.with_classes(train.classes().clone())?;
-            (train, test)
-        }
-        name => {
-            let kind = if name == DataName::Cifar10Lt { Cifar::Cifar10 } else { Cifar::Cifar100 };
-            let read = |file: &Option<String>, split| match file {
-                Some(f) => cifar::read_batch_file(f, kind),
-                None => cifar::read(cfg.data.dir(), kind, split),
-            };
-            let full = read(&cfg.data.train_file, Split::Train)?;
-            let train = subset(&full)?;
-            let test = read(&cfg.data.test_file, Split::Test)?.with_classes(train.classes().clone())?;
-            (train, test)
-        }
-    };
-    let pad_crop = PadCropFlip { reflect: cfg.data.padding == CropPadding::Reflect, ..train.augmentation() };
-    let (train, test) = match cfg.data.resize {
-        // Resized once, before augmentation, as torchvision's Resize runs first in the
-        // notebook's transform (after the subset: only its images are held at 224 px).
-        Some([h, w]) => (train.resized(h, w)?, test.resized(h, w)?),
-        None => (train, test),
-    };
-    let rotation = (cfg.data.rotation > 0.0).then_some(RandomRotation { degrees: cfg.data.rotation });
-    let train = train.with_augmentation(pad_crop).with_policy(cfg.data.policy.policy()).with_rotation(rotation);
-    if cfg.data.limit > 0 && cfg.data.limit < train.len() {
-        // Stratified: each class keeps its share (at least one image), so no class vanishes.
-        let counts: Vec<usize> = train
-            .label_counts()
-            .iter()
-            .map(|&n| ((n * cfg.data.limit) as f64 / train.len() as f64).round().max(1.0).min(n as f64) as usize)
-            .collect();
-        let idx = robal_data::select(train.labels(), &counts, Selection::Seeded { seed: cfg.train.seed })?;
-        let train = train.subset(&idx)?.counted_as_training()?;
-        let test = test.with_classes(train.classes().clone())?;
-        return Ok((train, test));
-    }
-    Ok((train, test))
-}
+use crate::selection::{BestModel, SelectionReport, BEST_FILE};
+pub use crate::splits::{load_data, load_splits};
 
 /// Build the model a config describes (training head), recording the class counts.
 pub fn build_model(cfg: &TrainConfig, train: &ImageSet, device: &Device) -> Result<Classifier> {
@@ -207,7 +136,7 @@ fn recorded_summary(run: &RunDir) -> Result<RunSummary> {
     let path = run.train_eval();
     let text = std::fs::read_to_string(&path).map_err(io(&path))?;
     let bad = |e: serde_json::Error| TrainError::Invalid {
-        what: "train_eval.json",
+        what: TRAIN_EVAL_FILE,
         reason: format!("{}: {e}", path.display()),
     };
     let value: serde_json::Value = serde_json::from_str(&text).map_err(bad)?;
@@ -229,27 +158,101 @@ fn recorded_summary(run: &RunDir) -> Result<RunSummary> {
 /// holds a run is continued with `resume`, moved aside with `overwrite`, reported
 /// (not retrained) when it holds this very config finished, and otherwise refused
 /// with an error naming what it holds and how the configs differ.
+///
+/// The parts, in order: [`check_run_folder`] (what the folder holds), [`start_or_restore`]
+/// (a fresh folder, or the checkpoint, momentum and objective state), then per epoch
+/// [`EpochRunner::run_epoch`] (the steps: [`EpochRunner::step`]) and [`end_epoch`]
+/// (metrics, selection, checkpoint, quick evaluation), and [`finish`] (the second
+/// stage, the final model and its evaluation).
 pub fn train(cfg: &TrainConfig, opts: &RunOptions, device: &Device) -> Result<RunSummary> {
     let run = RunDir::new(&opts.run_dir);
-    let run_dir = &opts.run_dir;
     let _lock = run.lock("training")?;
     let config_text =
         toml::to_string_pretty(cfg).map_err(|e| TrainError::Invalid { what: "config", reason: e.to_string() })?;
-    let config_path = run.config();
-    let ckpt_path = run.checkpoint();
+    let saved = std::fs::read_to_string(run.config()).ok();
+    let resume = match check_run_folder(&run, opts, &config_text, saved.as_deref())? {
+        FolderCheck::Finished => return recorded_summary(&run),
+        FolderCheck::Train { resume } => resume,
+    };
+    let (train_set, validation, test_set) = load_splits(cfg)?;
+    let counts = train_set.classes().train_counts().to_vec();
+    let model = build_model(cfg, &train_set, device)?;
+    let mut sgd = Sgd::new(model.store().trainable(""), cfg.train.momentum, cfg.train.weight_decay)
+        .with_nesterov(cfg.train.nesterov);
+    let chosen = objective::build(cfg);
+    let first_epoch = start_or_restore(&run, &config_text, saved, resume, &model, &mut sgd, chosen.as_ref(), device)?;
+    let loss = TrainLoss::new(cfg.loss.clone(), &counts, device)?;
+    let loader_cfg = LoaderConfig {
+        sampler: cfg.data.sampler.sampler(),
+        augment: cfg.data.augment,
+        drop_last: cfg.data.drop_last,
+        ..LoaderConfig::train(cfg.train.batch_size, cfg.train.seed)
+    };
+    let train_arc = Arc::new(train_set);
+    let loader = Loader::new(train_arc.clone(), loader_cfg, device.clone())?;
+    let eval_attack = Pgd::linf(cfg.eval.eps, cfg.eval.step_size, cfg.eval.steps);
+    let previous = if resume { BestModel::recorded(run.path(), device) } else { None };
+    let mut best = selector(cfg, validation, &test_set, &eval_attack, previous);
+    let last_epoch = opts.stop_after.map_or(cfg.train.epochs, |n| (first_epoch + n).min(cfg.train.epochs));
+    let runner = EpochRunner {
+        cfg,
+        model: &model,
+        loss: &loss,
+        loader: &loader,
+        params: model.store().trainable(""),
+        counts: &counts,
+        progress: opts.progress,
+        checkpoint: run.checkpoint(),
+    };
+    let (mut images, started) = (0usize, Instant::now());
+    for epoch in first_epoch..last_epoch {
+        let method: &dyn Objective = if epoch < cfg.train.clean_epochs { &Plain } else { chosen.as_ref() };
+        let stats = runner.run_epoch(epoch, method, &mut sgd)?;
+        if epoch >= cfg.train.clean_epochs {
+            chosen.end_epoch();
+        }
+        images += stats.images;
+        let at_end = EpochEnd { cfg, run: &run, model: &model, sgd: &sgd, objective: chosen.as_ref(), device };
+        at_end.run(epoch, &stats, best.as_mut(), &test_set)?;
+    }
+    let img_per_s = images as f64 / started.elapsed().as_secs_f64().max(1e-9);
+    let finished =
+        Finish { cfg, run: &run, config_text: &config_text, counts: &counts, device, progress: opts.progress };
+    let done = last_epoch == cfg.train.epochs;
+    let eval = finished.run(model, done, train_arc, &loss, &test_set, &eval_attack, best.as_ref())?;
+    Ok(RunSummary {
+        epochs_run: last_epoch.saturating_sub(first_epoch),
+        eval,
+        img_per_s,
+        run_dir: run.path().to_path_buf(),
+        selection: best.as_ref().and_then(|b| b.report()),
+        finished_before: false,
+    })
+}
+
+/// What [`check_run_folder`] found.
+enum FolderCheck {
+    /// The folder holds this very run, finished: report it.
+    Finished,
+    /// Train (continuing from the checkpoint when `resume`).
+    Train { resume: bool },
+}
+
+/// Decide what to do with what the run folder holds: report this very run finished,
+/// move it aside (`overwrite`), continue it (`resume`), or refuse naming what it holds
+/// and how the configs differ.
+fn check_run_folder(run: &RunDir, opts: &RunOptions, config_text: &str, saved: Option<&str>) -> Result<FolderCheck> {
     let state = run.state();
-    let saved = std::fs::read_to_string(&config_path).ok();
-    // This very run, finished: report it (with or without --resume), unless replacing it.
-    if state == RunState::Finished && saved.as_deref() == Some(config_text.as_str()) && !opts.overwrite {
-        return recorded_summary(&run);
+    if state == RunState::Finished && saved == Some(config_text) && !opts.overwrite {
+        return Ok(FolderCheck::Finished);
     }
     if state != RunState::Empty && opts.overwrite {
         run.move_aside()?;
     } else if state != RunState::Empty && !opts.resume {
-        let epochs = saved_epochs(saved.as_deref());
-        let differences = config_differences(saved.as_deref().unwrap_or(""), &config_text);
+        let epochs = saved_epochs(saved);
+        let differences = config_differences(saved.unwrap_or(""), config_text);
         return Err(TrainError::RunExists {
-            path: run_dir.display().to_string(),
+            path: run.path().display().to_string(),
             holds: match state {
                 RunState::Unfinished { epochs_done } => {
                     format!("unfinished, {epochs_done} of {epochs} epochs checkpointed")
@@ -263,143 +266,177 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions, device: &Device) -> Result<Ru
             },
         });
     }
-    let resume = opts.resume && !opts.overwrite;
-    let (train_set, validation, test_set) = load_splits(cfg)?;
-    let counts = train_set.classes().train_counts().to_vec();
-    let mut model = build_model(cfg, &train_set, device)?;
-    let mut sgd = Sgd::new(model.store().trainable(""), cfg.train.momentum, cfg.train.weight_decay)
-        .with_nesterov(cfg.train.nesterov);
-    let chosen = objective::build(cfg);
-    let mut first_epoch = 0usize;
-    if resume {
-        let saved = saved.ok_or_else(|| TrainError::Resume {
-            path: run_dir.display().to_string(),
-            reason: "no config.toml: nothing to resume".into(),
-        })?;
-        if saved != config_text {
-            return Err(TrainError::Resume {
-                path: run_dir.display().to_string(),
-                reason: format!(
-                    "the config differs from the run's config.toml:\n  {}",
-                    config_differences(&saved, &config_text).join("\n  ")
-                ),
-            });
-        }
-        if ckpt_path.is_file() {
-            let info = checkpoint::load_weights(&model, &ckpt_path)?;
-            first_epoch = info.epoch as usize;
-            if let Some(state) = info.extra.get(OBJECTIVE_STATE_KEY) {
-                chosen.load_state(state)?;
-            }
-            let opt_path = optimizer_path(run_dir, first_epoch);
-            let opt = candle_core::safetensors::load(&opt_path, device)
-                .map_err(|e| TrainError::Resume { path: opt_path.display().to_string(), reason: e.to_string() })?;
-            sgd.set_state(opt.into_iter().collect())?;
-        }
-        keep_metrics_up_to(run_dir, first_epoch)?;
-    } else {
+    Ok(FolderCheck::Train { resume: opts.resume && !opts.overwrite })
+}
+
+/// A fresh run: clear what an earlier run left and write `config.toml`; returns 0. A
+/// resumed one: check the saved config is this one, load the checkpoint's weights, the
+/// objective's state and the momentum, drop metrics of uncheckpointed epochs; returns
+/// the first epoch to train.
+#[allow(clippy::too_many_arguments)]
+fn start_or_restore(
+    run: &RunDir,
+    config_text: &str,
+    saved: Option<String>,
+    resume: bool,
+    model: &Classifier,
+    sgd: &mut Sgd,
+    objective: &dyn Objective,
+    device: &Device,
+) -> Result<usize> {
+    let run_dir = run.path();
+    if !resume {
         for stale in [METRICS_FILE, CHECKPOINT_FILE, MODEL_FILE, TRAIN_EVAL_FILE, BEST_FILE] {
             let _ = std::fs::remove_file(run_dir.join(stale));
         }
         remove_optimizer_states(run_dir, None);
-        robal_data::write_atomic(&config_path, config_text.as_bytes())?;
+        robal_data::write_atomic(&run.config(), config_text.as_bytes())?;
+        return Ok(0);
     }
-    let loss = TrainLoss::new(cfg.loss.clone(), &counts, device)?;
-    let loader_cfg = LoaderConfig {
-        sampler: cfg.data.sampler.sampler(),
-        augment: cfg.data.augment,
-        drop_last: cfg.data.drop_last,
-        ..LoaderConfig::train(cfg.train.batch_size, cfg.train.seed)
-    };
-    let train_arc = Arc::new(train_set);
-    let loader = Loader::new(train_arc.clone(), loader_cfg, device.clone())?;
-    let params = model.store().trainable("");
-    let eval_attack = Pgd::linf(cfg.eval.eps, cfg.eval.step_size, cfg.eval.steps);
-    let mut best = validation.map(|v| {
-        let previous = if opts.resume { BestModel::recorded(run_dir, device) } else { None };
+    let saved = saved.ok_or_else(|| TrainError::Resume {
+        path: run_dir.display().to_string(),
+        reason: "no config.toml: nothing to resume".into(),
+    })?;
+    if saved != config_text {
+        return Err(TrainError::Resume {
+            path: run_dir.display().to_string(),
+            reason: format!(
+                "the config differs from the run's config.toml:\n  {}",
+                config_differences(&saved, config_text).join("\n  ")
+            ),
+        });
+    }
+    let mut first_epoch = 0;
+    let ckpt_path = run.checkpoint();
+    if ckpt_path.is_file() {
+        let info = checkpoint::load_weights(model, &ckpt_path)?;
+        first_epoch = info.epoch as usize;
+        if let Some(state) = info.extra.get(OBJECTIVE_STATE_KEY) {
+            objective.load_state(state)?;
+        }
+        let opt_path = optimizer_path(run_dir, first_epoch);
+        let opt = candle_core::safetensors::load(&opt_path, device)
+            .map_err(|e| TrainError::Resume { path: opt_path.display().to_string(), reason: e.to_string() })?;
+        sgd.set_state(opt.into_iter().collect())?;
+    }
+    keep_metrics_up_to(run_dir, first_epoch)?;
+    Ok(first_epoch)
+}
+
+/// Model selection, if any: on a validation split (PGD on all of it, or AutoAttack's
+/// APGD-CE + APGD-T on `eval.selection_autoattack` images), or on the test set
+/// (`eval.select_on_test`, MCAT's quirk); `previous` is an interrupted run's best.
+fn selector(
+    cfg: &TrainConfig,
+    validation: Option<ImageSet>,
+    test_set: &ImageSet,
+    eval_attack: &Pgd,
+    previous: Option<(usize, f64)>,
+) -> Option<BestModel> {
+    if cfg.eval.select_on_test {
+        return Some(BestModel::on_test(test_set.clone(), Box::new(eval_attack.clone()), previous));
+    }
+    validation.map(|v| {
         let (attack, limit): (Box<dyn robal_attacks::Attack + Send + Sync>, usize) = match cfg.eval.selection_autoattack
         {
             0 => (Box::new(eval_attack.clone()), 0),
             n => (Box::new(robal_attacks::AutoAttack::new(robal_attacks::Suite::ApgdCeT, cfg.eval.eps)), n),
         };
         BestModel::new(v, attack, limit, previous)
-    });
-    if cfg.eval.select_on_test {
-        let previous = if opts.resume { BestModel::recorded(run_dir, device) } else { None };
-        best = Some(BestModel::on_test(test_set.clone(), Box::new(eval_attack.clone()), previous));
+    })
+}
+
+/// A progress bar over `len` steps, drawn only when `show`.
+fn progress_bar(len: usize, show: bool, prefix: String) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len as u64);
+    if !show {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
-    let steps_per_epoch = loader.num_batches();
-    let (mut images, started) = (0usize, Instant::now());
-    let last_epoch = opts.stop_after.map_or(cfg.train.epochs, |n| (first_epoch + n).min(cfg.train.epochs));
-    for epoch in first_epoch..last_epoch {
-        let weights = cfg.train.reweight.at_epoch(&counts, epoch);
-        let budget = cfg.attack.class_budget.map(|b| b.at_epoch(&counts, epoch, cfg.train.epochs));
-        let bar = indicatif::ProgressBar::new(steps_per_epoch as u64);
-        if !opts.progress {
-            bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-        }
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("epoch {prefix} {bar:30} {pos}/{len} {msg} eta {eta}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        bar.set_prefix(format!("{}/{}", epoch + 1, cfg.train.epochs));
-        let epoch_start = Instant::now();
-        let (mut loss_sum, mut n_steps, mut n_img) = (0f64, 0usize, 0usize);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("epoch {prefix} {bar:30} {pos}/{len} {msg} eta {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_prefix(prefix);
+    bar
+}
+
+/// The loss value of a step, or [`TrainError::NonFinite`] naming the epoch, the step
+/// (both 1-based) and the checkpoint to go back to.
+fn finite_loss(loss: &Tensor, epoch: usize, step: usize, checkpoint: impl FnOnce() -> String) -> Result<f32> {
+    let value = scalar(loss)?;
+    if value.is_finite() {
+        Ok(value)
+    } else {
+        Err(TrainError::NonFinite { value, epoch: epoch + 1, step: step + 1, checkpoint: checkpoint() })
+    }
+}
+
+/// What one epoch of steps measured.
+struct EpochStats {
+    /// Mean step loss.
+    loss: f64,
+    /// Mean batch accuracy on clean / adversarial logits, over the steps that had them.
+    clean: Option<f64>,
+    adv: Option<f64>,
+    /// Images trained on.
+    images: usize,
+    /// Wall time, seconds.
+    seconds: f64,
+}
+
+/// The first stage's epochs: the loader, the loss and the model a step needs.
+struct EpochRunner<'a> {
+    cfg: &'a TrainConfig,
+    model: &'a Classifier,
+    loss: &'a TrainLoss,
+    loader: &'a Loader<ImageSet>,
+    /// Every trainable parameter (AWP perturbs them all).
+    params: Vec<(String, candle_core::Var)>,
+    counts: &'a [usize],
+    progress: bool,
+    checkpoint: PathBuf,
+}
+
+impl EpochRunner<'_> {
+    /// Every step of `epoch` (0-based) with `method`, with a progress bar.
+    fn run_epoch(&self, epoch: usize, method: &dyn Objective, sgd: &mut Sgd) -> Result<EpochStats> {
+        let cfg = self.cfg;
+        let steps = self.loader.num_batches();
+        let weights = cfg.train.reweight.at_epoch(self.counts, epoch);
+        let budget = cfg.attack.class_budget.map(|b| b.at_epoch(self.counts, epoch, cfg.train.epochs));
+        let bar = progress_bar(steps, self.progress, format!("{}/{}", epoch + 1, cfg.train.epochs));
+        let started = Instant::now();
+        let (mut loss_sum, mut n_steps, mut images) = (0f64, 0usize, 0usize);
         // Batch accuracies on clean / adversarial logits, over the steps that computed them
         // (PGD-AT has no clean forward pass, plain training no adversarial one).
         let (mut clean, mut adv) = (BatchMean::default(), BatchMean::default());
-        for (step, batch) in loader.epoch(epoch as u64).enumerate() {
+        for (step, batch) in self.loader.epoch(epoch as u64).enumerate() {
             let batch = batch?;
-            let (x, y) = (&batch.images, &batch.labels);
-            let lr = cfg.train.learning_rate(epoch, step as f64 / steps_per_epoch as f64);
-            let seed = cfg.train.seed ^ ((epoch as u64) << 32 | step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
             let ctx = StepContext {
-                model: &model,
-                loss: &loss,
+                model: self.model,
+                loss: self.loss,
                 weights: weights.as_ref().map(|(w, a)| (w.as_slice(), *a)),
-                seed,
+                seed: cfg.train.seed ^ ((epoch as u64) << 32 | step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
                 budget: budget.as_deref(),
                 start: None,
                 epoch_start: epoch > 0 && step == 0,
             };
-            let method: &dyn Objective = if epoch < cfg.train.clean_epochs { &Plain } else { chosen.as_ref() };
-            let x_adv = method.craft(&ctx, x, y)?;
-            let extra = |at| extra_passes(&model, cfg, at, x, x_adv.as_ref(), ctx.epoch_start);
-            extra(PassPoint::AfterAttack)?;
-            let perturbation = match &cfg.awp {
-                Some(awp) if epoch >= awp.from_epoch && method.method() != Method::Plain => {
-                    Some(awp::probe(awp, method, &ctx, x, y, x_adv.as_ref(), &params, &sgd, lr)?)
-                }
-                _ => None,
-            };
-            extra(PassPoint::BeforeOuter)?;
-            let out = method.outer(&ctx, x, y, x_adv.as_ref())?;
-            extra(PassPoint::AfterOuter)?;
-            method.observe(y, &out)?;
-            let (step_loss, z_nat, z_adv) = (out.loss, out.clean_logits, out.adv_logits);
-            let value = scalar(&step_loss)?;
-            if !value.is_finite() {
-                bar.abandon();
-                let checkpoint = if ckpt_path.is_file() { ckpt_path.display().to_string() } else { "none".into() };
-                return Err(TrainError::NonFinite { value, epoch: epoch + 1, step: step + 1, checkpoint });
-            }
-            sgd.step(&step_loss, lr)?;
-            if let Some(p) = perturbation {
-                p.restore()?;
-            }
-            if let Some(z) = extra(PassPoint::AfterUpdate)? {
-                method.observe_after_update(y, &z)?;
-            }
-            loss_sum += value as f64;
-            if let Some(z) = &z_nat {
+            let lr = cfg.train.learning_rate(epoch, step as f64 / steps as f64);
+            let out =
+                self.step(&ctx, method, &batch.images, &batch.labels, sgd, lr, (epoch, step)).inspect_err(|_| {
+                    bar.abandon();
+                })?;
+            let y = &batch.labels;
+            loss_sum += out.loss as f64;
+            if let Some(z) = &out.clean_logits {
                 clean.add(accuracy(&z.detach(), y)?);
             }
-            if let Some(z) = &z_adv {
+            if let Some(z) = &out.adv_logits {
                 adv.add(accuracy(&z.detach(), y)?);
             }
             n_steps += 1;
-            n_img += batch.indices.len();
-            let rate = n_img as f64 / epoch_start.elapsed().as_secs_f64();
+            images += batch.indices.len();
+            let rate = images as f64 / started.elapsed().as_secs_f64();
             bar.set_message(format!(
                 "loss {:.3} clean {} adv {} {rate:.0} img/s",
                 loss_sum / n_steps as f64,
@@ -409,24 +446,99 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions, device: &Device) -> Result<Ru
             bar.inc(1);
         }
         bar.finish_and_clear();
-        if epoch >= cfg.train.clean_epochs {
-            chosen.end_epoch();
+        Ok(EpochStats {
+            loss: loss_sum / n_steps.max(1) as f64,
+            clean: clean.mean(),
+            adv: adv.mean(),
+            images,
+            seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// One step: craft x_adv, the AWP probe, the outer loss, the update; the configured
+    /// statistics-only passes at their points, and the objective shown what it asks to
+    /// see (the outer logits, the logging pass after the update).
+    #[allow(clippy::too_many_arguments)]
+    fn step(
+        &self,
+        ctx: &StepContext,
+        method: &dyn Objective,
+        x: &Tensor,
+        y: &Tensor,
+        sgd: &mut Sgd,
+        lr: f64,
+        (epoch, step): (usize, usize),
+    ) -> Result<StepResult> {
+        let cfg = self.cfg;
+        let x_adv = method.craft(ctx, x, y)?;
+        let extra = |at| extra_passes(self.model, cfg, at, x, x_adv.as_ref(), ctx.epoch_start);
+        extra(PassPoint::AfterAttack)?;
+        let perturbation = match &cfg.awp {
+            Some(awp) if epoch >= awp.from_epoch && method.method() != Method::Plain => {
+                Some(awp::probe(awp, method, ctx, x, y, x_adv.as_ref(), &self.params, sgd, lr)?)
+            }
+            _ => None,
+        };
+        extra(PassPoint::BeforeOuter)?;
+        let out = method.outer(ctx, x, y, x_adv.as_ref())?;
+        extra(PassPoint::AfterOuter)?;
+        method.observe(y, &out)?;
+        let checkpoint = || {
+            if self.checkpoint.is_file() {
+                self.checkpoint.display().to_string()
+            } else {
+                "none".into()
+            }
+        };
+        let loss = finite_loss(&out.loss, epoch, step, checkpoint)?;
+        sgd.step(&out.loss, lr)?;
+        if let Some(p) = perturbation {
+            p.restore()?;
         }
-        images += n_img;
-        let secs = epoch_start.elapsed().as_secs_f64();
-        let n = n_steps.max(1) as f64;
+        if let Some(z) = extra(PassPoint::AfterUpdate)? {
+            method.observe_after_update(y, &z)?;
+        }
+        Ok(StepResult { loss, clean_logits: out.clean_logits, adv_logits: out.adv_logits })
+    }
+}
+
+/// What a step leaves for the epoch's metrics.
+struct StepResult {
+    loss: f32,
+    clean_logits: Option<Tensor>,
+    adv_logits: Option<Tensor>,
+}
+
+/// What happens after each epoch of the first stage.
+struct EpochEnd<'a> {
+    cfg: &'a TrainConfig,
+    run: &'a RunDir,
+    model: &'a Classifier,
+    sgd: &'a Sgd,
+    objective: &'a dyn Objective,
+    device: &'a Device,
+}
+
+impl EpochEnd<'_> {
+    /// The epoch's metrics line; the selection (when due); the checkpoint (every
+    /// `train.checkpoint_every` epochs and the last) by the commit protocol; the quick
+    /// evaluation (every `eval.every` epochs but the last).
+    fn run(&self, epoch: usize, stats: &EpochStats, best: Option<&mut BestModel>, test_set: &ImageSet) -> Result<()> {
+        let (cfg, run_dir) = (self.cfg, self.run.path());
         append_metrics(
             run_dir,
             &serde_json::json!({"epoch": epoch + 1, "lr": cfg.train.learning_rate(epoch, 0.0),
-                "loss": loss_sum / n, "clean_batch_acc": clean.mean(), "adv_batch_acc": adv.mean(), "img_per_s": n_img as f64 / secs, "seconds": secs}),
+                "loss": stats.loss, "clean_batch_acc": stats.clean, "adv_batch_acc": stats.adv,
+                "img_per_s": stats.images as f64 / stats.seconds, "seconds": stats.seconds}),
         )?;
         let done = epoch + 1;
         // Selection before the checkpoint: a kill in between repeats the epoch and its
         // (deterministic) evaluation.
         let due = cfg.eval.every > 0 && done.is_multiple_of(cfg.eval.every);
-        if let Some(b) = best.as_mut().filter(|_| due || done == cfg.train.epochs) {
+        if let Some(b) = best.filter(|_| due || done == cfg.train.epochs) {
             let head = cfg.model.eval_head.unwrap_or(cfg.model.head);
-            let value = b.consider(&with_eval_head(&model, head, cfg.model.posthoc_tau)?, done, run_dir, device)?;
+            let value =
+                b.consider(&with_eval_head(self.model, head, cfg.model.posthoc_tau)?, done, run_dir, self.device)?;
             let key = if cfg.eval.select_on_test {
                 "test_overall_pgd"
             } else if cfg.eval.selection_autoattack > 0 {
@@ -441,53 +553,73 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions, device: &Device) -> Result<Ru
             // then the checkpoint (the commit point) names that epoch, then older
             // momentum files go. A kill at any moment leaves a checkpoint whose
             // optimizer file exists.
-            robal_data::write_atomic(&optimizer_path(run_dir, done), &safetensors_bytes(sgd.state())?)?;
-            let extra = chosen.state().map(|s| (OBJECTIVE_STATE_KEY.to_string(), s)).into_iter().collect();
-            checkpoint::save(&model, &ckpt_path, &CheckpointInfo { epoch: done as u64, extra })?;
+            robal_data::write_atomic(&optimizer_path(run_dir, done), &safetensors_bytes(self.sgd.state())?)?;
+            let extra = self.objective.state().map(|s| (OBJECTIVE_STATE_KEY.to_string(), s)).into_iter().collect();
+            checkpoint::save(self.model, &self.run.checkpoint(), &CheckpointInfo { epoch: done as u64, extra })?;
             remove_optimizer_states(run_dir, Some(done));
         }
         if due && done < cfg.train.epochs {
-            let q = quick_eval(
-                &model,
-                &test_set,
-                &Pgd::linf(cfg.eval.eps, cfg.eval.step_size, cfg.eval.steps.min(10)),
-                cfg.eval.quick_limit,
-                128,
-                0,
-                device,
-            )?;
+            let pgd = Pgd::linf(cfg.eval.eps, cfg.eval.step_size, cfg.eval.steps.min(10));
+            let q = quick_eval(self.model, test_set, &pgd, cfg.eval.quick_limit, 128, 0, self.device)?;
             append_metrics(run_dir, &serde_json::json!({"epoch": done, "quick_eval": q}))?;
         }
+        Ok(())
     }
-    let epochs_run = last_epoch.saturating_sub(first_epoch);
-    let img_per_s = images as f64 / started.elapsed().as_secs_f64().max(1e-9);
-    let mut eval_head = cfg.model.eval_head.unwrap_or(cfg.model.head);
-    if let (Some(s2), true) = (&cfg.stage2, last_epoch == cfg.train.epochs) {
-        second_stage(&mut model, cfg, s2, train_arc.clone(), &loss, device, run_dir, opts.progress)?;
-        eval_head = model.config().head;
-    }
-    let eval_model = with_eval_head(&model, eval_head, cfg.model.posthoc_tau)?;
-    let eval = if last_epoch == cfg.train.epochs {
+}
+
+/// After the last epoch of this call.
+struct Finish<'a> {
+    cfg: &'a TrainConfig,
+    run: &'a RunDir,
+    config_text: &'a str,
+    counts: &'a [usize],
+    device: &'a Device,
+    progress: bool,
+}
+
+impl Finish<'_> {
+    /// When the run is `done`: the second stage (if any), `model.safetensors` with its
+    /// evaluation head and config, the final evaluation into `train_eval.json`. When it
+    /// stopped early: a one-step PGD check on 64 images, nothing written.
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        &self,
+        mut model: Classifier,
+        done: bool,
+        train_set: Arc<ImageSet>,
+        loss: &TrainLoss,
+        test_set: &ImageSet,
+        eval_attack: &Pgd,
+        best: Option<&BestModel>,
+    ) -> Result<QuickEval> {
+        let (cfg, run_dir) = (self.cfg, self.run.path());
+        let mut eval_head = cfg.model.eval_head.unwrap_or(cfg.model.head);
+        if let (Some(s2), true) = (&cfg.stage2, done) {
+            second_stage(&mut model, cfg, s2, train_set, loss, self.device, run_dir, self.progress)?;
+            eval_head = model.config().head;
+        }
+        let eval_model = with_eval_head(&model, eval_head, cfg.model.posthoc_tau)?;
+        if !done {
+            let pgd = Pgd::linf(cfg.eval.eps, cfg.eval.step_size, 1);
+            return quick_eval(&eval_model, test_set, &pgd, 64, 64, 0, self.device);
+        }
         checkpoint::save(
             &eval_model,
             &run_dir.join(MODEL_FILE),
             &CheckpointInfo {
                 epoch: cfg.train.epochs as u64,
-                extra: [(TRAIN_CONFIG_KEY.to_string(), config_text.clone())].into_iter().collect(),
+                extra: [(TRAIN_CONFIG_KEY.to_string(), self.config_text.to_string())].into_iter().collect(),
             },
         )?;
-        let e = quick_eval(&eval_model, &test_set, &eval_attack, cfg.eval.limit, 128, 0, device)?;
-        let report = serde_json::json!({"config": cfg, "class_counts": counts, "eval": e, "selection": best.as_ref().and_then(|b| b.report())});
+        let e = quick_eval(&eval_model, test_set, eval_attack, cfg.eval.limit, 128, 0, self.device)?;
+        let report = serde_json::json!({"config": cfg, "class_counts": self.counts, "eval": e,
+            "selection": best.and_then(|b| b.report())});
         robal_data::write_atomic(
             &run_dir.join(TRAIN_EVAL_FILE),
             serde_json::to_string_pretty(&report).unwrap_or_default().as_bytes(),
         )?;
-        e
-    } else {
-        quick_eval(&eval_model, &test_set, &Pgd::linf(cfg.eval.eps, cfg.eval.step_size, 1), 64, 64, 0, device)?
-    };
-    let selection = best.as_ref().and_then(|b| b.report());
-    Ok(RunSummary { epochs_run, eval, img_per_s, run_dir: run_dir.clone(), selection, finished_before: false })
+        Ok(e)
+    }
 }
 
 /// Two-stage baselines on the frozen, trained backbone (BatchNorm in evaluation mode),
@@ -529,11 +661,7 @@ fn second_stage(
     };
     let loader = Loader::new(train_set, loader_cfg, device.clone())?;
     for epoch in 0..s2.epochs {
-        let bar = indicatif::ProgressBar::new(loader.num_batches() as u64);
-        if !progress {
-            bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-        }
-        bar.set_prefix(format!("{:?} {}/{}", s2.kind, epoch + 1, s2.epochs));
+        let bar = progress_bar(loader.num_batches(), progress, format!("{:?} {}/{}", s2.kind, epoch + 1, s2.epochs));
         let (mut sum, mut n) = (0f64, 0usize);
         for (step, batch) in loader.epoch(epoch as u64).enumerate() {
             let batch = batch?;
@@ -552,15 +680,10 @@ fn second_stage(
                 attack.run(&ctx, &batch.images, &batch.labels)?
             };
             let l = loss.forward(&model.forward(&x, mode)?, &batch.labels, None)?;
-            let value = scalar(&l)?;
-            if !value.is_finite() {
-                return Err(TrainError::NonFinite {
-                    value,
-                    epoch: epoch + 1,
-                    step: step + 1,
-                    checkpoint: format!("{} (stage 1)", run_dir.join(CHECKPOINT_FILE).display()),
-                });
-            }
+            let value = finite_loss(&l, epoch, step, || {
+                bar.abandon();
+                format!("{} (stage 1)", run_dir.join(CHECKPOINT_FILE).display())
+            })?;
             sgd.step(&l, s2.learning_rate(&cfg.train, epoch))?;
             sum += value as f64;
             n += 1;
