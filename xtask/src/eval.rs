@@ -132,9 +132,9 @@ const SPEC_FILE: &str = "eval_spec.json";
 
 /// The report files `write_outputs` leaves in a folder (moved aside together).
 const REPORT_FILES: [&str; 8] = [
-    "report.json",
-    "report.md",
-    "model_info.json",
+    robal_eval::REPORT_FILE,
+    robal_eval::REPORT_MD_FILE,
+    robal_eval::MODEL_INFO_FILE,
     "per_class.svg",
     "per_class.png",
     "curves.svg",
@@ -234,10 +234,10 @@ pub fn run(a: EvalArgs) -> Result<()> {
     );
     let digest = robal_models::checkpoint::model_digest(&loaded.model)?;
     let spec = spec_text(&loaded, &digest, &data_name, test.len(), &opts)?;
-    if shard.is_whole() && out.join("report.json").is_file() {
+    if shard.is_whole() && out.join(robal_eval::REPORT_FILE).is_file() {
         let same = std::fs::read_to_string(out.join(SPEC_FILE)).is_ok_and(|s| s == spec);
         if same && !a.overwrite {
-            let report = Report::load(&out.join("report.json"))?;
+            let report = Report::load(&out.join(robal_eval::REPORT_FILE))?;
             println!(
                 "{} already holds this evaluation (same model, images, attacks and settings): its report follows \
                  (nothing recomputed; --overwrite redoes it)\n\n{}",
@@ -273,7 +273,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
         );
         return Ok(());
     }
-    let metrics = loaded.run_dir.as_ref().map(|d| d.join("metrics.jsonl"));
+    let metrics = loaded.run_dir.as_ref().map(|d| d.join(robal::run_dir::METRICS_FILE));
     // The spec before the report: report.json, written last, is what marks the folder as
     // holding this evaluation; a kill in between leaves no report.json, so it is redone.
     robal_data::write_atomic(&out.join(SPEC_FILE), spec.as_bytes())?;
@@ -326,7 +326,7 @@ pub fn merge(mut a: MergeArgs) -> Result<()> {
     let parts = files.iter().map(|f| Evaluation::load(f)).collect::<robal_eval::Result<Vec<_>>>()?;
     let whole = robal_eval::merge(parts).with_context(|| format!("merging the shards in {}", a.dir.display()))?;
     println!("merged {} shards: {} images", files.len(), whole.labels.len());
-    let metrics = a.metrics.or_else(|| Some(a.dir.join("metrics.jsonl")));
+    let metrics = a.metrics.or_else(|| Some(a.dir.join(robal::run_dir::METRICS_FILE)));
     print_and_write(&whole.report(), &a.dir, metrics.as_deref(), whole.audit_config.is_none())
 }
 

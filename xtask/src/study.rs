@@ -261,7 +261,7 @@ fn run_task(plan: &Plan, task: &Task) -> Result<()> {
         let marker = out.join(EVAL_MARKER);
         let spec = marker_text(e)?;
         let recorded = std::fs::read_to_string(&marker).ok();
-        if recorded.as_deref() == Some(spec.as_str()) && out.join("report.json").is_file() {
+        if recorded.as_deref() == Some(spec.as_str()) && out.join(robal_eval::REPORT_FILE).is_file() {
             println!("task {}: evaluation {} done already", task.index, e.name);
             continue;
         }
@@ -365,7 +365,7 @@ pub fn report(plan: &Plan) -> Result<()> {
                 rows[t.index] += " - |";
                 continue;
             }
-            let report = robal_eval::Report::load(&dir.join("report.json"))?;
+            let report = robal_eval::Report::load(&dir.join(robal_eval::REPORT_FILE))?;
             let secs: f64 = report.attacks.iter().map(|a| a.seconds).sum();
             rows[t.index] += &format!(" {:.1} |", secs / 60.0);
             runs.push(StudyRun { method: t.preset.clone(), seed: t.seed, report, metrics: metrics[t.index].clone() });

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{file_err, Result};
 use crate::plot::{per_class_svg, training_curves_svg, write_svg_png, ClassSeries};
-use crate::report::{pct, AttackReport, Report};
+use crate::report::{pct, AttackReport, Report, REPORT_FILE};
+use robal::run_dir::METRICS_FILE;
 
 /// A report and the name of its run.
 pub struct NamedReport {
@@ -24,7 +25,7 @@ pub fn load_runs(runs: &[PathBuf]) -> Result<Vec<NamedReport>> {
     runs.iter()
         .map(|r| {
             let (dir, file) = if r.is_dir() {
-                (r.clone(), r.join("report.json"))
+                (r.clone(), r.join(REPORT_FILE))
             } else {
                 (r.parent().map(Path::to_path_buf).unwrap_or_default(), r.clone())
             };
@@ -108,7 +109,7 @@ pub fn write_comparison(runs: &[NamedReport], out: &Path) -> Result<Vec<PathBuf>
         written.extend([out.join("per_class_worst.svg"), out.join("per_class_worst.png")]);
     }
     for r in runs {
-        let m = r.dir.join("metrics.jsonl");
+        let m = r.dir.join(METRICS_FILE);
         if m.is_file() {
             let text = std::fs::read_to_string(&m).map_err(|e| file_err(&m, e))?;
             let stem = format!("curves-{}", r.name);

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use candle_core::Device;
 use robal::evaluate::EvalModel;
+use robal::run_dir::{CONFIG_FILE, MODEL_FILE};
 use robal::train::TRAIN_CONFIG_KEY;
 use robal::TrainConfig;
 use robal_data::{cifar, Cifar, ClassInfo, Dataset, ImageSet, Loader, LoaderConfig, Split};
@@ -19,7 +20,7 @@ use crate::audit::{audit_sweeps, AuditConfig, AuditResult};
 use crate::error::{file_err, EvalError, Result};
 use crate::parts::{Evaluation, Shard, State, StateKey};
 use crate::plot::{per_class_svg, training_curves_svg, write_svg_png, ClassSeries};
-use crate::report::Report;
+use crate::report::{Report, MODEL_INFO_FILE, REPORT_FILE, REPORT_MD_FILE};
 use crate::suite::{run_suite_with, AttackOutcome, AttackSettings, AttackSpec, Progress};
 
 /// Architecture and head flags: required for a PyTorch checkpoint (which carries no
@@ -95,12 +96,12 @@ pub fn load_model(
 ) -> Result<LoadedModel> {
     let mut path = crate::hub::resolve(spec, hub_cache, offline)?;
     if path.is_dir() {
-        path = path.join("model.safetensors");
+        path = path.join(MODEL_FILE);
     }
     if !path.exists() {
         return Err(file_err(&path, "checkpoint not found (expected a file, a run folder, or hf://owner/repo/file)"));
     }
-    let run_dir = path.parent().filter(|d| d.join("config.toml").is_file()).map(Path::to_path_buf);
+    let run_dir = path.parent().filter(|d| d.join(CONFIG_FILE).is_file()).map(Path::to_path_buf);
     let (mut model, extra, integrity, foreign_format) = match &flags.arch {
         None => {
             let (m, info, integrity) = checkpoint::load_checked(&path, device)?;
@@ -113,7 +114,7 @@ pub fn load_model(
     };
     let train_config = match (extra.get(TRAIN_CONFIG_KEY), &run_dir) {
         (Some(text), _) => Some(TrainConfig::from_toml(text, &format!("{} metadata", path.display()), &[])?),
-        (None, Some(dir)) => Some(TrainConfig::load(&dir.join("config.toml"), &[])?),
+        (None, Some(dir)) => Some(TrainConfig::load(&dir.join(CONFIG_FILE), &[])?),
         (None, None) => None,
     };
     if flags.arch.is_none() {
@@ -560,6 +561,6 @@ pub fn write_outputs(report: &Report, dir: &Path, metrics: Option<&Path>) -> Res
     }
     // Last: report.json marks a complete evaluation (a process killed before it leaves none).
     report.save(dir)?;
-    written.splice(0..0, [dir.join("report.json"), dir.join("report.md"), dir.join("model_info.json")]);
+    written.splice(0..0, [dir.join(REPORT_FILE), dir.join(REPORT_MD_FILE), dir.join(MODEL_INFO_FILE)]);
     Ok(written)
 }

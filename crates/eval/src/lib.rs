@@ -46,5 +46,5 @@ pub use job::{
 };
 pub use metrics::{balanced_accuracy, ClassMetrics, Confusion, GroupMean};
 pub use parts::{merge, Evaluation, Shard};
-pub use report::{AttackReport, Report};
+pub use report::{AttackReport, Report, MODEL_INFO_FILE, REPORT_FILE, REPORT_MD_FILE};
 pub use suite::{run_suite, AttackOutcome, AttackSettings, AttackSpec, DEFAULT_ATTACKS};

@@ -12,6 +12,13 @@ use crate::error::{file_err, Result};
 use crate::metrics::{balanced_accuracy, decile_groups, shot_groups, Confusion, GroupMean};
 use crate::suite::{AttackOutcome, AttackSettings};
 
+/// The evaluation report an evaluation folder holds; written last, so its presence
+/// means the evaluation is complete.
+pub const REPORT_FILE: &str = "report.json";
+/// The report as a Markdown page.
+pub const REPORT_MD_FILE: &str = "report.md";
+/// The evaluated model's description (architecture, head, checkpoint integrity).
+pub const MODEL_INFO_FILE: &str = "model_info.json";
 /// Metrics of one attack (or of the worst case over the suite).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AttackReport {
@@ -149,7 +156,7 @@ impl Report {
         })
     }
 
-    /// Read a `report.json`.
+    /// Read a `report.json` ([`REPORT_FILE`]).
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| file_err(path, format!("cannot read report: {e}")))?;
         serde_json::from_str(&text).map_err(|e| file_err(path, format!("not a robal-eval report.json: {e}")))
@@ -159,11 +166,11 @@ impl Report {
     /// atomically: `report.json` comes last, so its presence means the others are there.
     pub fn save(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| file_err(dir, e))?;
-        robal_data::write_atomic(&dir.join("report.md"), self.markdown().as_bytes())?;
+        robal_data::write_atomic(&dir.join(REPORT_MD_FILE), self.markdown().as_bytes())?;
         let info = serde_json::to_string_pretty(&self.model_info()).map_err(|e| file_err(dir, e))?;
-        robal_data::write_atomic(&dir.join("model_info.json"), info.as_bytes())?;
+        robal_data::write_atomic(&dir.join(MODEL_INFO_FILE), info.as_bytes())?;
         let json = serde_json::to_string_pretty(self).map_err(|e| file_err(dir, e))?;
-        robal_data::write_atomic(&dir.join("report.json"), json.as_bytes())?;
+        robal_data::write_atomic(&dir.join(REPORT_FILE), json.as_bytes())?;
         Ok(())
     }
 

@@ -120,7 +120,23 @@ pub fn save(model: &Classifier, path: &Path, info: &CheckpointInfo) -> Result<()
     meta.insert(DIGEST_KEY.into(), digest);
     let bytes = safetensors::serialize(state.iter().map(|(n, t)| (n.as_str(), t)), Some(meta))
         .map_err(|e| ckpt_err(path, e.to_string()))?;
-    robal_data::write_atomic(path, &bytes)?;
+    write_atomic(path, &bytes)
+}
+
+/// Write `bytes` to `path` so that readers see the old file or the new one, never a
+/// partial one: a temporary file in the same folder, flushed to disk, renamed over
+/// `path`. Errors name `path`, not the temporary file.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let write_err = |source| ModelError::Write { path: path.to_path_buf(), source };
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(dir).map_err(write_err)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(write_err)?;
+    std::io::Write::write_all(&mut tmp, bytes).map_err(write_err)?;
+    tmp.as_file().sync_all().map_err(write_err)?;
+    tmp.persist(path).map_err(|e| write_err(e.error))?;
     Ok(())
 }
 

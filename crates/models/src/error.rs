@@ -32,9 +32,14 @@ pub enum ModelError {
         /// What went wrong and what was expected.
         reason: String,
     },
-    /// An error from the data crate (atomic writes).
-    #[error(transparent)]
-    Data(#[from] robal_data::DataError),
+    /// A file that cannot be written.
+    #[error("{path}: cannot write: {source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's reason.
+        source: std::io::Error,
+    },
 }
 
 /// Result alias for this crate.

@@ -156,3 +156,21 @@ fn a_flipped_byte_in_tensor_data_is_an_error_and_old_files_load_unchecked() {
     let (za, zb) = (m.forward(&x, Mode::Eval).unwrap(), back.forward(&x, Mode::Eval).unwrap());
     assert_eq!(za.to_vec2::<f32>().unwrap(), zb.to_vec2::<f32>().unwrap());
 }
+
+#[test]
+fn saving_replaces_the_old_file_whole_and_a_failed_save_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ckpt.safetensors");
+    let m = Classifier::new(config(Arch::SmallCnn, HeadConfig::FC), &Device::Cpu, 1).unwrap();
+    save(&m, &path, &CheckpointInfo { epoch: 1, extra: Default::default() }).unwrap();
+    save(&m, &path, &CheckpointInfo { epoch: 2, extra: Default::default() }).unwrap();
+    assert_eq!(load(&path, &Device::Cpu).unwrap().1.epoch, 2);
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temp file left");
+    // A folder where the file should go: the rename fails, the error names the target.
+    let blocked = dir.path().join("blocked.safetensors");
+    std::fs::create_dir(&blocked).unwrap();
+    std::fs::write(blocked.join("inside"), b"x").unwrap();
+    let err = save(&m, &blocked, &CheckpointInfo { epoch: 1, extra: Default::default() }).unwrap_err().to_string();
+    assert!(err.contains("blocked.safetensors") && err.contains("cannot write"), "{err}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2, "the failed save's temp file is removed");
+}
