@@ -38,7 +38,7 @@ pub mod stats;
 pub mod study;
 pub mod suite;
 
-pub use audit::{audit, AuditConfig, AuditResult, Check, Flag, Verdict};
+pub use audit::{audit, AuditConfig, AuditResult, Check, CheckId, Flag, Verdict};
 pub use error::{EvalError, Result};
 pub use job::{
     evaluate, evaluate_part, evaluate_part_with_digest, load_model, load_test_set, load_test_set_with, write_outputs,

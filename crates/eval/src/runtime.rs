@@ -6,21 +6,15 @@
 use candle_core::{DType, Tensor, D};
 use robal_attacks::Model;
 
-use crate::audit::{Check, Verdict};
+use crate::audit::{Check, CheckId, Verdict};
 use crate::error::Result;
 use crate::suite::{AttackOutcome, AttackSpec};
 
 /// Target classes of APGD-T and FAB-T in the standard suite.
 pub const TARGET_CLASSES: usize = 9;
 
-fn check(name: &str, fired: bool, warn: String, pass: String) -> Check {
-    Check {
-        check: name.into(),
-        verdict: if fired { Verdict::Warning } else { Verdict::Pass },
-        message: if fired { warn } else { pass },
-        paired: None,
-        p_value: None,
-    }
+fn check(id: CheckId, fired: bool, warn: String, pass: String) -> Check {
+    Check::new(id, if fired { Verdict::Warning } else { Verdict::Pass }, if fired { warn } else { pass })
 }
 
 /// `randomized_forward`: two forward passes on the same inputs must agree exactly;
@@ -29,7 +23,7 @@ pub fn randomized_forward(model: &dyn Model, x: &Tensor) -> Result<Check> {
     let (a, b) = (model.logits(&x.detach())?, model.logits(&x.detach())?);
     let diff = (a - b)?.abs()?.flatten_all()?.max(0)?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
     Ok(check(
-        "randomized_forward",
+        CheckId::RandomizedForward,
         diff != 0.0,
         format!("two forward passes on the same {} images differ (max |diff| {diff:.3e}): the model is randomised, so deterministic attacks overstate its robustness; evaluate it with an EOT attack", x.dim(0)?),
         "two forward passes give identical logits".into(),
@@ -44,7 +38,7 @@ pub fn probability_outputs(logits: &Tensor) -> Result<Check> {
     let min = z.flatten_all()?.min(0)?.to_scalar::<f64>()?;
     let fired = min >= 0.0 && sums.iter().all(|s| (s - 1.0).abs() <= 1e-5);
     Ok(check(
-        "probability_outputs",
+        CheckId::ProbabilityOutputs,
         fired,
         "every output row is non-negative and sums to 1: the model seems to return probabilities; attacks need the logits (remove the final softmax)".into(),
         "outputs are not probability rows".into(),
@@ -56,7 +50,7 @@ pub fn finite_outputs(logits: &Tensor) -> Result<Check> {
     let v: Vec<f32> = logits.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
     let bad = v.iter().filter(|x| !x.is_finite()).count();
     Ok(check(
-        "finite_outputs",
+        CheckId::FiniteOutputs,
         bad > 0,
         format!("{bad} of {} logits are NaN or infinite", v.len()),
         "all logits are finite".into(),
@@ -69,7 +63,7 @@ pub fn input_range(x: &Tensor) -> Result<Check> {
     let v = x.to_dtype(DType::F64)?.flatten_all()?;
     let (lo, hi) = (v.min(0)?.to_scalar::<f64>()?, v.max(0)?.to_scalar::<f64>()?);
     Ok(check(
-        "input_range",
+        CheckId::InputRange,
         lo < 0.0 || hi > 1.0 || lo.is_nan() || hi.is_nan(),
         format!("test images range over [{lo:.4}, {hi:.4}], not [0, 1]: pass unnormalised pixels and put the normalisation inside the model"),
         format!("inputs lie in [{lo:.4}, {hi:.4}]"),
@@ -94,7 +88,7 @@ pub fn target_classes(num_classes: usize, specs: &[AttackSpec]) -> Check {
         None
     };
     check(
-        "target_classes",
+        CheckId::TargetClasses,
         message.is_some(),
         message.unwrap_or_default(),
         format!("{num_classes} classes suffice for the suite's targets"),
@@ -126,7 +120,7 @@ pub fn square_after_gradient(outcomes: &[AttackOutcome]) -> Option<Check> {
         };
     let pct = |k: usize| 100.0 * k as f64 / n.max(1) as f64;
     Some(check(
-        "square_after_gradient",
+        CheckId::SquareAfterGradient,
         after < before,
         format!(
             "Square lowered the robust accuracy after the gradient attacks from {:.2}% to {:.2}% ({} of {n} examples, {source}): the gradient-based evaluation is unreliable; run Square with more queries and restarts, or an adaptive attack",

@@ -34,7 +34,7 @@ fn run(model: &Mlp, x: &Tensor, y: &Tensor, s: &AttackSettings) -> AuditResult {
 }
 
 fn checks(r: &AuditResult) -> Vec<&str> {
-    r.flags.iter().map(|f| f.check.as_str()).collect()
+    r.flags.iter().map(|f| f.check.name()).collect()
 }
 
 #[test]
@@ -98,14 +98,14 @@ fn the_gap_check_needs_both_kinds_of_attack() {
 }
 
 fn warnings(r: &AuditResult) -> Vec<&str> {
-    r.warnings().map(|f| f.check.as_str()).collect()
+    r.warnings().map(|f| f.check.name()).collect()
 }
 
 /// The verdict of a check by name.
 fn verdict(r: &AuditResult, check: &str) -> Verdict {
     r.checks
         .iter()
-        .find(|c| c.check == check)
+        .find(|c| c.check.name() == check)
         .map(|c| c.verdict)
         .unwrap_or_else(|| panic!("no {check} in {:?}", r.checks))
 }
@@ -121,7 +121,7 @@ fn a_model_trained_by_the_test_gets_no_warning_and_its_scaled_twins_do() {
     assert!(warnings(&r).is_empty(), "warnings on a healthy trained model: {:#?}", r.flags);
     // Every check ran and reports its numbers.
     for c in ["logit_scale", "zero_gradients", "steps_no_fall", "not_converged", "eps_no_fall", "ce_vs_margin"] {
-        let check = r.checks.iter().find(|k| k.check == c).unwrap_or_else(|| panic!("no {c}"));
+        let check = r.checks.iter().find(|k| k.check.name() == c).unwrap_or_else(|| panic!("no {c}"));
         assert!(!check.message.is_empty());
         if c != "zero_gradients" {
             assert!(check.paired.is_some() && check.p_value.is_some(), "{c}: {check:?}");
@@ -136,7 +136,7 @@ fn a_model_trained_by_the_test_gets_no_warning_and_its_scaled_twins_do() {
     for expected in ["ce_vs_margin", "logit_scale", "zero_gradients"] {
         assert!(w.contains(&expected), "{expected} did not warn: {:#?}", r.flags);
     }
-    let gap = r.checks.iter().find(|c| c.check == "ce_vs_margin").unwrap();
+    let gap = r.checks.iter().find(|c| c.check == robal_eval::CheckId::CeVsMargin).unwrap();
     assert!(gap.message.contains("corroborated by"), "{}", gap.message);
 
     // A saturating output: flat almost everywhere, so every gradient attack stalls.
@@ -169,12 +169,12 @@ fn a_bare_gap_is_information_and_a_small_one_is_nothing() {
     let p = c.paired.unwrap();
     assert_eq!((p.only_b_breaks, p.only_a_breaks, p.n), (12, 0, 100));
     assert!((p.p_value - 0.5f64.powi(12)).abs() < 1e-15 && (p.gap_points - 12.0).abs() < 1e-12);
-    let c = robal_eval::audit::check_ce_vs_margin(&o, &cfg, &["zero_gradients"]).unwrap();
+    let c = robal_eval::audit::check_ce_vs_margin(&o, &cfg, &[robal_eval::CheckId::ZeroGradients]).unwrap();
     assert_eq!(c.verdict, Verdict::Warning);
     // 3 of 100, the embedded default's old false alarm: p = 1/8.
     let cw: Vec<bool> = (0..100).map(|i| i < 57).collect();
     let o = [outcome(AttackSpec::Pgd, pgd), outcome(AttackSpec::Cw, cw)];
-    let c = robal_eval::audit::check_ce_vs_margin(&o, &cfg, &["zero_gradients"]).unwrap();
+    let c = robal_eval::audit::check_ce_vs_margin(&o, &cfg, &[robal_eval::CheckId::ZeroGradients]).unwrap();
     assert_eq!(c.verdict, Verdict::Pass, "{c:?}");
     assert!((c.p_value.unwrap() - 0.125).abs() < 1e-12, "{c:?}");
 }
@@ -188,4 +188,43 @@ fn verdicts_of_the_known_cases() {
     let s = AttackSettings { step_size: 0.0006, ..settings() };
     let r = run(&healthy, &x, &y, &s);
     assert_eq!(verdict(&r, "not_converged"), Verdict::Info, "{:#?}", r.checks);
+}
+
+/// The typed check ids keep the names reports carry: every id serialises as its name,
+/// and a report written before the ids were typed (a committed study run) still loads.
+#[test]
+fn check_ids_are_the_names_reports_carry() {
+    use robal_eval::CheckId;
+    let mut names: Vec<&str> = CheckId::ALL.iter().map(|c| c.name()).collect();
+    for c in CheckId::ALL {
+        assert_eq!(serde_json::to_string(&c).unwrap(), format!("\"{}\"", c.name()));
+        assert_eq!(serde_json::from_str::<CheckId>(&format!("\"{c}\"")).unwrap(), c);
+    }
+    names.sort_unstable();
+    names.dedup();
+    assert_eq!(names.len(), CheckId::ALL.len(), "names are unique");
+    let old = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../results/fashion-mnist-lt/fashion-mnist-lt-taet/seed-0/eval-aa/report.json"
+    );
+    let report = robal_eval::Report::load(std::path::Path::new(old)).unwrap();
+    let audit = report.audit;
+    let ids: Vec<CheckId> = audit.checks.iter().map(|c| c.check).collect();
+    assert_eq!(
+        ids,
+        [
+            CheckId::LogitScale,
+            CheckId::ZeroGradients,
+            CheckId::NotConverged,
+            CheckId::EpsNoFall,
+            CheckId::StepsNoFall,
+            CheckId::InputRange,
+            CheckId::FiniteOutputs,
+            CheckId::ProbabilityOutputs,
+            CheckId::RandomizedForward,
+            CheckId::TargetClasses,
+            CheckId::CeVsMargin,
+        ]
+    );
+    assert_eq!(audit.flags[0].check, CheckId::CeVsMargin);
 }

@@ -27,7 +27,7 @@ impl Model for Noisy {
 fn a_healthy_model_passes_every_entry_check() {
     let (x, _) = blobs(30, 1);
     let checks = entry_checks(&trained_mlp(), &x, 10, &[AttackSpec::Clean, AttackSpec::AutoAttack]).unwrap();
-    let names: Vec<&str> = checks.iter().map(|c| c.check.as_str()).collect();
+    let names: Vec<&str> = checks.iter().map(|c| c.check.name()).collect();
     assert_eq!(names, ["input_range", "finite_outputs", "probability_outputs", "randomized_forward", "target_classes"]);
     assert!(checks.iter().all(|c| c.verdict == Verdict::Pass), "{checks:#?}");
 }
