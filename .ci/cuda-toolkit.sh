@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# A CUDA 13.2 toolkit for `cargo build --features cuda` on a machine without a GPU,
-# from PyPI only (NVIDIA's wheels), in DEST (default: target/cuda-toolkit).
+# A CUDA toolkit for `cargo build --features cuda` on a machine without a GPU, from
+# PyPI only (NVIDIA's wheels), in DEST (default: target/cuda-toolkit). The version is
+# CUDA_VERSION (default 13.0): candle's kernels are embedded as PTX, which the GPU's
+# driver compiles when they load, and a driver refuses PTX of a newer ISA than it
+# knows. 13.0 is what driver 580 (the lent H200 machines) supports; PTX from 13.2's
+# nvcc says `.version 9.2` and would not load there.
 #
 #   bash .ci/cuda-toolkit.sh [DEST]      # prints the environment to export
 #   eval "$(bash .ci/cuda-toolkit.sh)"   # ... or sets it in this shell
 #   cargo build --release --features cuda
 #
 # What it makes:
-# - DEST/venv: nvcc, ptxas, nvvm (cicc) and the crt/cccl headers of CUDA 13.2, and the
+# - DEST/venv: nvcc, ptxas, nvvm (cicc) and the crt/cccl headers of CUDA_VERSION, and the
 #   libraries candle-core's cudarc links against (cublas, cublasLt, curand, nvrtc);
 # - DEST/home: a CUDA_HOME layout (bin, include, nvvm, lib64) over those wheels, with
 #   unversioned .so links for the linker;
@@ -20,14 +24,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dest=$(realpath -m "${1:-target/cuda-toolkit}")
-version=13.2
+version="${CUDA_VERSION:-13.0}"
 mkdir -p "$dest"
 if [ ! -x "$dest/venv/bin/pip" ]; then
   python3 -m venv "$dest/venv" >&2
 fi
 "$dest/venv/bin/pip" install --quiet --disable-pip-version-check \
   "nvidia-cuda-nvcc==$version.*" "nvidia-nvvm==$version.*" "nvidia-cuda-crt==$version.*" \
-  "nvidia-cuda-runtime==$version.*" "nvidia-cuda-nvrtc==$version.*" nvidia-cuda-cccl \
+  "nvidia-cuda-runtime==$version.*" "nvidia-cuda-nvrtc==$version.*" "nvidia-cuda-cccl==$version.*" \
   "nvidia-cublas==13.*" "nvidia-curand==10.*" >&2
 cu=$(echo "$dest"/venv/lib/python3*/site-packages/nvidia/cu13)
 [ -x "$cu/bin/nvcc" ] || { echo "cuda-toolkit: no nvcc under $cu after the install" >&2; exit 1; }

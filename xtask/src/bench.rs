@@ -267,7 +267,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         println!("(PyTorch side skipped: `{} -c \"import torch\"` failed; pass --python PATH)", a.python);
     }
     let exe = std::env::current_exe().context("locating the xtask binary")?;
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/pytorch_reference.py");
+    let script = crate::workspace::root().join("bench/pytorch_reference.py");
     let mut rows: Vec<Value> = Vec::new();
     for &model in &models {
         for &step in &steps {

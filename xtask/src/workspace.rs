@@ -6,8 +6,17 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 
-/// The workspace root (the folder above `xtask/`).
+/// The workspace root: the nearest folder at or above the current one that holds
+/// `xtask/Cargo.toml` and `configs/`, else the folder above `xtask/` where this binary
+/// was built. Looking from the current folder first lets a binary built in one checkout
+/// run in another (a release binary carried to a GPU machine beside a copy of the repo).
 pub fn root() -> PathBuf {
+    let is_root = |d: &Path| d.join("xtask/Cargo.toml").is_file() && d.join("configs").is_dir();
+    if let Ok(cwd) = std::env::current_dir() {
+        if let Some(found) = cwd.ancestors().find(|d| is_root(d)) {
+            return found.to_path_buf();
+        }
+    }
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     manifest.parent().map(Path::to_path_buf).unwrap_or(manifest)
 }
