@@ -47,4 +47,4 @@ pub use job::{
 pub use metrics::{balanced_accuracy, ClassMetrics, Confusion, GroupMean};
 pub use parts::{merge, Evaluation, Shard};
 pub use report::{AttackReport, Report, MODEL_INFO_FILE, REPORT_FILE, REPORT_MD_FILE};
-pub use suite::{run_suite, AttackOutcome, AttackSettings, AttackSpec, DEFAULT_ATTACKS};
+pub use suite::{run_suite, AttackEntry, AttackOutcome, AttackSettings, AttackSpec, ATTACKS, DEFAULT_ATTACKS};

@@ -42,19 +42,119 @@ pub enum AttackSpec {
     Square,
 }
 
-const NAMES: [(&str, AttackSpec); 12] = [
-    ("clean", AttackSpec::Clean),
-    ("fgsm", AttackSpec::Fgsm),
-    ("pgd", AttackSpec::Pgd),
-    ("mim", AttackSpec::Mim),
-    ("cw", AttackSpec::Cw),
-    ("aa-paper", AttackSpec::AutoAttackPaper),
-    ("aa", AttackSpec::AutoAttack),
-    ("apgd-ce", AttackSpec::ApgdCe),
-    ("apgd-dlr", AttackSpec::ApgdDlr),
-    ("apgd-t", AttackSpec::ApgdT),
-    ("fab-t", AttackSpec::FabT),
-    ("square", AttackSpec::Square),
+/// One row of the attack registry [`ATTACKS`].
+pub struct AttackEntry {
+    /// The list entry it describes.
+    pub spec: AttackSpec,
+    /// Its `--attacks` token.
+    pub token: &'static str,
+    /// Whether it optimises a logit-scale-invariant objective (margin, DLR): the
+    /// reference against which CE-based PGD is audited.
+    pub margin_based: bool,
+    /// For AutoAttack entries, the suite run through [`AutoAttack::evaluate`] so that the
+    /// report can say which attack broke each point.
+    pub autoattack: Option<Suite>,
+    /// The attack with these settings (`None` for clean).
+    pub build: fn(&AttackSettings) -> Option<Box<dyn Attack + Send + Sync>>,
+}
+
+fn start(s: &AttackSettings) -> RandomStart {
+    if s.random_start {
+        RandomStart::Uniform
+    } else {
+        RandomStart::Off
+    }
+}
+
+/// The attack registry: adding an attack is its file in robal-attacks, a variant of
+/// [`AttackSpec`] and one row here (the registry test then runs it on a tiny model).
+pub static ATTACKS: [AttackEntry; 12] = [
+    AttackEntry { spec: AttackSpec::Clean, token: "clean", margin_based: false, autoattack: None, build: |_| None },
+    AttackEntry {
+        spec: AttackSpec::Fgsm,
+        token: "fgsm",
+        margin_based: false,
+        autoattack: None,
+        build: |s| Some(Box::new(Fgsm { eps: s.eps })),
+    },
+    AttackEntry {
+        spec: AttackSpec::Pgd,
+        token: "pgd",
+        margin_based: false,
+        autoattack: None,
+        build: |s| Some(Box::new(s.pgd())),
+    },
+    AttackEntry {
+        spec: AttackSpec::Mim,
+        token: "mim",
+        margin_based: false,
+        autoattack: None,
+        build: |s| {
+            Some(Box::new(Mim {
+                eps: s.eps,
+                step_size: s.step_size,
+                steps: s.steps,
+                decay: 1.0,
+                random_start: start(s),
+            }))
+        },
+    },
+    AttackEntry {
+        spec: AttackSpec::Cw,
+        token: "cw",
+        margin_based: true,
+        autoattack: None,
+        build: |s| Some(Box::new(Pgd { random_start: start(s), ..Pgd::cw(s.eps, s.step_size, s.steps, s.kappa) })),
+    },
+    AttackEntry {
+        spec: AttackSpec::AutoAttackPaper,
+        token: "aa-paper",
+        margin_based: true,
+        autoattack: Some(Suite::ApgdCeT),
+        build: |s| Some(Box::new(AutoAttack::new(Suite::ApgdCeT, s.eps))),
+    },
+    AttackEntry {
+        spec: AttackSpec::AutoAttack,
+        token: "aa",
+        margin_based: true,
+        autoattack: Some(Suite::Standard),
+        build: |s| Some(Box::new(AutoAttack::new(Suite::Standard, s.eps))),
+    },
+    AttackEntry {
+        spec: AttackSpec::ApgdCe,
+        token: "apgd-ce",
+        margin_based: false,
+        autoattack: None,
+        build: |s| Some(Box::new(Apgd::standard(Norm::Linf, s.eps, ApgdLoss::Ce))),
+    },
+    AttackEntry {
+        spec: AttackSpec::ApgdDlr,
+        token: "apgd-dlr",
+        margin_based: true,
+        autoattack: None,
+        build: |s| Some(Box::new(Apgd::standard(Norm::Linf, s.eps, ApgdLoss::Dlr))),
+    },
+    AttackEntry {
+        spec: AttackSpec::ApgdT,
+        token: "apgd-t",
+        margin_based: true,
+        autoattack: None,
+        build: |s| Some(Box::new(Apgd::standard(Norm::Linf, s.eps, ApgdLoss::TargetedDlr { targets: 9 }))),
+    },
+    AttackEntry {
+        spec: AttackSpec::FabT,
+        token: "fab-t",
+        margin_based: true,
+        autoattack: None,
+        build: |s| Some(Box::new(FabTargeted::standard(s.eps))),
+    },
+    AttackEntry {
+        spec: AttackSpec::Square,
+        token: "square",
+        margin_based: true,
+        autoattack: None,
+        build: |s| Some(Box::new(Square::standard(s.eps))),
+    },
 ];
 
 /// The default list: clean, FGSM, PGD, MIM, CW and the paper's AutoAttack subset.
@@ -68,8 +168,9 @@ pub const DEFAULT_ATTACKS: [AttackSpec; 6] = [
 ];
 
 impl AttackSpec {
-    /// Parse a comma-separated list: names from `clean, fgsm, pgd, mim, cw, aa-paper, aa,
-    /// apgd-ce, apgd-dlr, apgd-t, fab-t, square`, or `default`. Clean always comes first.
+    /// Parse a comma-separated list: tokens of [`ATTACKS`] (`clean, fgsm, pgd, mim, cw,
+    /// aa-paper, aa, apgd-ce, apgd-dlr, apgd-t, fab-t, square`), or `default`. Clean
+    /// always comes first.
     pub fn parse_list(list: &str) -> Result<Vec<AttackSpec>> {
         let mut out = vec![AttackSpec::Clean];
         for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -77,11 +178,11 @@ impl AttackSpec {
                 DEFAULT_ATTACKS.to_vec()
             } else {
                 let spec =
-                    NAMES.iter().find(|(n, _)| *n == item).map(|(_, s)| *s).ok_or_else(|| EvalError::Invalid {
+                    ATTACKS.iter().find(|e| e.token == item).map(|e| e.spec).ok_or_else(|| EvalError::Invalid {
                         what: "--attacks".into(),
                         reason: format!(
                             "unknown attack {item:?}; expected default or a list of {}",
-                            NAMES.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+                            ATTACKS.iter().map(|e| e.token).collect::<Vec<_>>().join(", ")
                         ),
                     })?;
                 vec![spec]
@@ -95,24 +196,20 @@ impl AttackSpec {
         Ok(out)
     }
 
+    /// Its row of [`ATTACKS`] (every variant has one: the registry test checks it).
+    pub fn entry(self) -> Option<&'static AttackEntry> {
+        ATTACKS.iter().find(|e| e.spec == self)
+    }
+
     /// Short name (the `--attacks` token).
     pub fn token(self) -> &'static str {
-        NAMES.iter().find(|(_, s)| *s == self).map(|(n, _)| *n).unwrap_or("?")
+        self.entry().map(|e| e.token).unwrap_or("?")
     }
 
     /// Whether the attack optimises a logit-scale-invariant objective (margin, DLR),
     /// the reference against which CE-based PGD is audited.
     pub fn is_margin_based(self) -> bool {
-        matches!(
-            self,
-            AttackSpec::Cw
-                | AttackSpec::ApgdDlr
-                | AttackSpec::ApgdT
-                | AttackSpec::AutoAttackPaper
-                | AttackSpec::AutoAttack
-                | AttackSpec::FabT
-                | AttackSpec::Square
-        )
+        self.entry().is_some_and(|e| e.margin_based)
     }
 }
 
@@ -167,35 +264,12 @@ impl AttackSettings {
     /// The AutoAttack an entry stands for, run through [`AutoAttack::evaluate`] so that
     /// the report can say which attack broke each point (`None` for other entries).
     pub fn autoattack(&self, spec: AttackSpec) -> Option<AutoAttack> {
-        match spec {
-            AttackSpec::AutoAttackPaper => Some(AutoAttack::new(Suite::ApgdCeT, self.eps)),
-            AttackSpec::AutoAttack => Some(AutoAttack::new(Suite::Standard, self.eps)),
-            _ => None,
-        }
+        spec.entry()?.autoattack.map(|suite| AutoAttack::new(suite, self.eps))
     }
 
     /// The attack an entry stands for (`None` for clean).
     pub fn build(&self, spec: AttackSpec) -> Option<Box<dyn Attack + Send + Sync>> {
-        let start = if self.random_start { RandomStart::Uniform } else { RandomStart::Off };
-        let eps = self.eps;
-        Some(match spec {
-            AttackSpec::Clean => return None,
-            AttackSpec::Fgsm => Box::new(Fgsm { eps }),
-            AttackSpec::Pgd => Box::new(self.pgd()),
-            AttackSpec::Mim => {
-                Box::new(Mim { eps, step_size: self.step_size, steps: self.steps, decay: 1.0, random_start: start })
-            }
-            AttackSpec::Cw => {
-                Box::new(Pgd { random_start: start, ..Pgd::cw(eps, self.step_size, self.steps, self.kappa) })
-            }
-            AttackSpec::AutoAttackPaper => Box::new(AutoAttack::new(Suite::ApgdCeT, eps)),
-            AttackSpec::AutoAttack => Box::new(AutoAttack::new(Suite::Standard, eps)),
-            AttackSpec::ApgdCe => Box::new(Apgd::standard(Norm::Linf, eps, ApgdLoss::Ce)),
-            AttackSpec::ApgdDlr => Box::new(Apgd::standard(Norm::Linf, eps, ApgdLoss::Dlr)),
-            AttackSpec::ApgdT => Box::new(Apgd::standard(Norm::Linf, eps, ApgdLoss::TargetedDlr { targets: 9 })),
-            AttackSpec::FabT => Box::new(FabTargeted::standard(eps)),
-            AttackSpec::Square => Box::new(Square::standard(eps)),
-        })
+        (spec.entry()?.build)(self)
     }
 }
 
