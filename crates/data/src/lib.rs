@@ -56,7 +56,7 @@ pub use idx::{fashion_mnist_lt, IdxArray, FASHION_MNIST_DIR};
 pub use imagenet_lt::{CropConfig, ImageNetLt};
 pub use loader::{Batch, Batches, Loader, LoaderConfig, Sampler};
 pub use longtail::{long_tailed, long_tailed_rounded, select, CountRounding, Profile, Selection};
-pub use meta::{ClassInfo, ShotGroup};
+pub use meta::{mean_present, ClassInfo, ShotGroup};
 pub use numpy_generator::NumpyGenerator;
 pub use numpy_rng::NumpyLegacyRng;
 pub use resize::resize_bilinear;

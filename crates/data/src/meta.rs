@@ -33,6 +33,36 @@ impl ShotGroup {
             Self::Few => "few",
         }
     }
+
+    /// Every group, head first.
+    pub const ALL: [ShotGroup; 3] = [Self::Many, Self::Medium, Self::Few];
+
+    /// The classes of each group (by `train_counts`) and their mean recall, for every
+    /// group with at least one class: `(group, classes, mean)`, where the mean is over the
+    /// classes with a recall ([`mean_present`]: a NaN recall, a class absent from the test
+    /// set, is left out; NaN when none is present). The one place the trainer's quick
+    /// evaluation and robal-eval's reports compute shot-group accuracy.
+    pub fn means(recall: &[f64], train_counts: &[usize]) -> Vec<(ShotGroup, Vec<usize>, f64)> {
+        Self::ALL
+            .into_iter()
+            .filter_map(|g| {
+                let classes: Vec<usize> =
+                    (0..train_counts.len()).filter(|&c| Self::of_count(train_counts[c]) == g).collect();
+                let mean = mean_present(classes.iter().map(|&c| recall.get(c).copied().unwrap_or(f64::NAN)));
+                (!classes.is_empty()).then_some((g, classes, mean))
+            })
+            .collect()
+    }
+}
+
+/// Mean of the values that are not NaN, in order (sum / count); NaN if there are none.
+pub fn mean_present(values: impl IntoIterator<Item = f64>) -> f64 {
+    let (s, n) = values.into_iter().filter(|v| !v.is_nan()).fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
+    if n == 0 {
+        f64::NAN
+    } else {
+        s / n as f64
+    }
 }
 
 /// Names and training counts of the classes of a data set.
@@ -135,6 +165,24 @@ mod tests {
         assert_eq!(info.classes_in(ShotGroup::Many), [0]);
         assert_eq!(info.classes_in(ShotGroup::Medium), [1, 2]);
         assert_eq!(info.classes_in(ShotGroup::Few), [3]);
+    }
+
+    #[test]
+    fn group_means_of_a_hand_worked_example() {
+        // counts 500 150 | 50 30 | 5 4: many {0, 1}, medium {2, 3}, few {4, 5}; class 2 and
+        // both few classes have no test image (NaN recall).
+        let recall = [1.0, 0.5, f64::NAN, 0.25, f64::NAN, f64::NAN];
+        let g = ShotGroup::means(&recall, &[500, 150, 50, 30, 5, 4]);
+        assert_eq!(g.len(), 3);
+        assert_eq!((g[0].0, g[0].1.as_slice(), g[0].2), (ShotGroup::Many, &[0, 1][..], 0.75));
+        assert_eq!((g[1].0, g[1].1.as_slice(), g[1].2), (ShotGroup::Medium, &[2, 3][..], 0.25));
+        assert_eq!((g[2].0, g[2].1.as_slice()), (ShotGroup::Few, &[4, 5][..]));
+        assert!(g[2].2.is_nan(), "no few class present: NaN, not 0");
+        // A group without classes is absent.
+        let g = ShotGroup::means(&[0.5, 1.0], &[200, 300]);
+        assert_eq!(g.len(), 1);
+        assert_eq!(g[0].2, 0.75);
+        assert!(mean_present([]).is_nan());
     }
 
     #[test]

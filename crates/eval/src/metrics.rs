@@ -79,15 +79,7 @@ fn ratio(a: u64, b: u64) -> f64 {
     }
 }
 
-/// Mean of the finite values (NaN marks a class absent from the test set); NaN if none.
-pub fn mean_present(values: impl IntoIterator<Item = f64>) -> f64 {
-    let (s, n) = values.into_iter().filter(|v| !v.is_nan()).fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
-    if n == 0 {
-        f64::NAN
-    } else {
-        s / n as f64
-    }
-}
+pub use robal_data::mean_present;
 
 /// Balanced accuracy: the mean recall over the classes present in the test set.
 pub fn balanced_accuracy(recall: &[f64]) -> f64 {
@@ -109,17 +101,9 @@ pub struct GroupMean {
 /// Shot groups by training count (many > 100, 20..=100 medium, few < 20), those
 /// with at least one class.
 pub fn shot_groups(recall: &[f64], train_counts: &[usize]) -> Vec<GroupMean> {
-    [ShotGroup::Many, ShotGroup::Medium, ShotGroup::Few]
+    ShotGroup::means(recall, train_counts)
         .into_iter()
-        .filter_map(|g| {
-            let classes: Vec<usize> =
-                (0..train_counts.len()).filter(|&c| ShotGroup::of_count(train_counts[c]) == g).collect();
-            (!classes.is_empty()).then(|| GroupMean {
-                name: g.name().to_string(),
-                mean: mean_present(classes.iter().map(|&c| recall[c])),
-                classes,
-            })
-        })
+        .map(|(g, classes, mean)| GroupMean { name: g.name().to_string(), classes, mean })
         .collect()
 }
 

@@ -56,16 +56,11 @@ impl Accuracy {
         }
         let per_class: Vec<f64> =
             hit.iter().zip(&tot).map(|(&h, &t)| if t > 0 { h as f64 / t as f64 } else { f64::NAN }).collect();
-        let groups = [ShotGroup::Many, ShotGroup::Medium, ShotGroup::Few]
-            .iter()
-            .filter_map(|&g| {
-                let members: Vec<f64> = (0..c)
-                    .filter(|&k| ShotGroup::of_count(train_counts[k]) == g && tot[k] > 0)
-                    .map(|k| per_class[k])
-                    .collect();
-                (!members.is_empty())
-                    .then(|| (g.name().to_string(), members.iter().sum::<f64>() / members.len() as f64))
-            })
+        // Groups none of whose classes is in the test set are left out.
+        let groups = ShotGroup::means(&per_class, train_counts)
+            .into_iter()
+            .filter(|(_, _, mean)| !mean.is_nan())
+            .map(|(g, _, mean)| (g.name().to_string(), mean))
             .collect();
         let overall = correct.iter().filter(|&&v| v).count() as f64 / correct.len().max(1) as f64;
         Self { overall, per_class, groups }
@@ -119,4 +114,23 @@ pub fn quick_eval(
         pgd: Accuracy::from_flags(&robust, subset.labels(), counts),
         attack: pgd.name(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accuracy_from_flags_by_hand() {
+        // Classes with 300 / 50 / 5 training images (many, medium, few); the test set
+        // has two images of class 0 (one right), three of class 1 (two right) and none of
+        // class 2, whose group is therefore left out.
+        let labels = [0, 1, 0, 1, 1];
+        let correct = [true, true, false, false, true];
+        let a = Accuracy::from_flags(&correct, &labels, &[300, 50, 5]);
+        assert_eq!(a.overall, 0.6);
+        assert_eq!(&a.per_class[..2], &[0.5, 2.0 / 3.0]);
+        assert!(a.per_class[2].is_nan());
+        assert_eq!(a.groups, vec![("many".to_string(), 0.5), ("medium".to_string(), 2.0 / 3.0)]);
+    }
 }
