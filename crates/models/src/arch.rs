@@ -58,6 +58,68 @@ impl Arch {
     }
 }
 
+/// One row of the architecture table [`ARCHITECTURES`]: a family, the smallest instance
+/// of it, and the input it runs on.
+pub struct ArchEntry {
+    /// The `--arch` / `model.arch` name, or its pattern for a family (`wrn-D-K`).
+    pub pattern: &'static str,
+    /// What it is and who uses it.
+    pub about: &'static str,
+    /// A small instance (what the tests build, run forward and differentiate).
+    pub example: Arch,
+    /// Input channels, height and width of the example.
+    pub input: (usize, usize, usize),
+}
+
+/// Every backbone robal-rs builds, one row per family (RobustBench's model-zoo table,
+/// in small). A new backbone is its topology file, an [`Arch`] variant with its name,
+/// and a row here; `tests/architectures.rs` then builds the row's example, checks its
+/// name parses back, and runs it forward and backward in both modes.
+pub static ARCHITECTURES: [ArchEntry; 7] = [
+    ArchEntry {
+        pattern: "wrn-D-K",
+        about: "WideResNet, pre-activation (RoBal, AT-BSL, AWP, REAT, TAET: WRN-34-10, WRN-28-10)",
+        example: Arch::WideResNet { depth: 10, widen: 1, dropout: 0.0 },
+        input: (3, 32, 32),
+    },
+    ArchEntry {
+        pattern: "dm-wrn-D-K",
+        about: "DeepMind-style WideResNet: BN momentum 0.01, 'SAME' stride-2 padding (RobustLT, Tiny-ImageNet)",
+        example: Arch::DeepMindWideResNet { depth: 10, widen: 1 },
+        input: (3, 32, 32),
+    },
+    ArchEntry {
+        pattern: "resnet18",
+        about: "ResNet-18, CIFAR form (AT-BSL CIFAR-10, MCAT)",
+        example: Arch::ResNet18,
+        input: (3, 32, 32),
+    },
+    ArchEntry {
+        pattern: "preact-resnet18",
+        about: "PreAct-ResNet-18, CIFAR form (AT-BSL Tiny-ImageNet)",
+        example: Arch::PreActResNet18,
+        input: (3, 32, 32),
+    },
+    ArchEntry {
+        pattern: "resnet18-imagenet",
+        about: "ResNet-18, ImageNet form: 7x7 stem and max-pool (torchvision layout)",
+        example: Arch::ResNet18ImageNet,
+        input: (3, 64, 64),
+    },
+    ArchEntry {
+        pattern: "resnet50-imagenet",
+        about: "ResNet-50, ImageNet form (TAET's notebook, torchvision layout)",
+        example: Arch::ResNet50ImageNet,
+        input: (3, 32, 32),
+    },
+    ArchEntry {
+        pattern: "small-cnn",
+        about: "three-convolution CNN for 28x28 greyscale (the MNIST-LT and Fashion-MNIST-LT studies)",
+        example: Arch::SmallCnn,
+        input: (1, 28, 28),
+    },
+];
+
 impl FromStr for Arch {
     type Err = ModelError;
 

@@ -44,7 +44,7 @@ pub mod store;
 pub mod torch_legacy;
 pub mod wideresnet;
 
-pub use arch::{Arch, FcBias, HeadConfig, ModelConfig, Normalization};
+pub use arch::{Arch, ArchEntry, FcBias, HeadConfig, ModelConfig, Normalization, ARCHITECTURES};
 pub use backbone::Backbone;
 pub use classifier::Classifier;
 pub use error::{ModelError, Result};
