@@ -29,8 +29,8 @@
 #                   how many examples' outcomes agree;
 #   7. gpu-run.md   one table of it all (scripts/gpu_run_table.py).
 # Knobs (environment): GPU_RUN_CHECK_MODELS (small-cnn,wrn-10-2,resnet18),
-# GPU_RUN_BENCH_MODELS (wrn-16-4,resnet18,wrn-34-10; set either empty to skip that step), GPU_RUN_BATCH (128),
-# GPU_RUN_SECONDS (2: timed seconds per step and side), GPU_RUN_MODEL_TIMEOUT (150 s
+# GPU_RUN_BENCH_MODELS (wrn-16-4,resnet18,wrn-34-10; either set empty skips its step),
+# GPU_RUN_BATCH (128), GPU_RUN_SECONDS (2: timed seconds per step and side), GPU_RUN_MODEL_TIMEOUT (150 s
 # per bench model), GPU_RUN_PYTHON (python3), GPU_RUN_CHECK_ARGS (more gpu-check flags;
 # the tests pass `--perturb 0.01` to see a mismatch stop the run), GPU_RUN_KEEP_GOING=1
 # (a failed check is recorded in failed.txt but the benches still run: for a first run
@@ -64,8 +64,10 @@ fail() { log "FAILED: $*"; echo "$*" >"$out/failed.txt"; exit 1; }
 [ -f "$bin" ] || fail "BINARY $bin: no such file"
 case "$bin" in
   *.gz)
-    gunzip -c "$bin" >/tmp/gpu-run-xtask || fail "BINARY $bin: not a readable gzip file"
-    bin=/tmp/gpu-run-xtask ;;
+    unpacked=$(mktemp "${TMPDIR:-/tmp}/gpu-run-xtask.XXXXXX") || fail "cannot make a temporary file"
+    trap 'rm -f "$unpacked"' EXIT
+    gunzip -c "$bin" >"$unpacked" || fail "BINARY $bin: not a readable gzip file"
+    bin=$unpacked ;;
 esac
 chmod +x "$bin" 2>/dev/null
 bin=$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")
