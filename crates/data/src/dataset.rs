@@ -2,37 +2,11 @@
 //! that CIFAR and MNIST-LT load into.
 
 use rand::Rng;
-use rand_chacha::ChaCha8Rng;
 
 use crate::augment::{Policy, RandomRotation};
 use crate::error::{invalid, Result};
+pub use crate::image::{AugmentRng, ImageShape};
 use crate::meta::{count_labels, ClassInfo};
-
-/// The random stream handed to a data set for training augmentation of one example.
-pub type AugmentRng = ChaCha8Rng;
-
-/// Shape of one image, channels x height x width.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct ImageShape {
-    /// Channels (1 or 3).
-    pub channels: usize,
-    /// Height in pixels.
-    pub height: usize,
-    /// Width in pixels.
-    pub width: usize,
-}
-
-impl ImageShape {
-    /// A new shape.
-    pub const fn new(channels: usize, height: usize, width: usize) -> Self {
-        Self { channels, height, width }
-    }
-
-    /// Bytes (u8 pixels) per image: c * h * w.
-    pub const fn numel(&self) -> usize {
-        self.channels * self.height * self.width
-    }
-}
 
 /// Something the batch pipeline can draw examples from.
 ///

@@ -14,6 +14,7 @@
 //!   and the full-scale `fashion-mnist-lt` set;
 //! - [`loader`]: the threaded batch pipeline producing candle tensors;
 //! - [`augment`]: AutoAugment, RandAugment and TrivialAugment as torchvision defines them;
+//! - [`image`]: one image's shape and the random stream of its augmentation;
 //! - [`meta`]: class names, counts, prior pi and shot groups;
 //! - [`atomic`]: temp-file-and-rename writes.
 //!
@@ -37,6 +38,7 @@ pub mod download;
 pub mod embedded;
 pub mod error;
 pub mod idx;
+pub mod image;
 pub mod imagenet_lt;
 pub mod loader;
 pub mod longtail;
@@ -49,10 +51,11 @@ pub mod tiny_imagenet;
 pub use atomic::write_atomic;
 pub use augment::Policy;
 pub use cifar::{Cifar, Split};
-pub use dataset::{AugmentRng, Dataset, ImageSet, ImageShape, PadCropFlip};
+pub use dataset::{Dataset, ImageSet, PadCropFlip};
 pub use embedded::{load_embedded, MNIST_LT};
 pub use error::{DataError, Result};
 pub use idx::{fashion_mnist_lt, IdxArray, FASHION_MNIST_DIR};
+pub use image::{AugmentRng, ImageShape};
 pub use imagenet_lt::{CropConfig, ImageNetLt};
 pub use loader::{Batch, Batches, Loader, LoaderConfig, Sampler};
 pub use longtail::{long_tailed, long_tailed_rounded, select, CountRounding, Profile, Selection};

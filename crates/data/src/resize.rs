@@ -4,8 +4,8 @@
 
 use rayon::prelude::*;
 
-use crate::dataset::ImageShape;
 use crate::error::{invalid, Result};
+use crate::image::ImageShape;
 
 /// Fractional bits of Pillow's fixed-point coefficients for 8-bit images (32 - 8 - 2).
 const PRECISION_BITS: u32 = 22;

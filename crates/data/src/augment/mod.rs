@@ -11,7 +11,7 @@ pub use ops::{apply, Op};
 use rand::Rng;
 pub use rotation::RandomRotation;
 
-use crate::dataset::{AugmentRng, ImageShape};
+use crate::image::{AugmentRng, ImageShape};
 
 /// An augmentation policy.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -2,7 +2,7 @@
 //! computed as Pillow computes them (torchvision's PIL path: NEAREST, fill 0).
 //! `crates/data/tests/augment.rs` checks each against Pillow's own output.
 
-use crate::dataset::ImageShape;
+use crate::image::ImageShape;
 
 /// One operation with its (signed) magnitude, as torchvision's `_apply_op` receives it.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -4,7 +4,7 @@
 use rand::Rng;
 
 use crate::augment::ops::{apply, Op};
-use crate::dataset::{AugmentRng, ImageShape};
+use crate::image::{AugmentRng, ImageShape};
 
 /// A rotation by an angle drawn uniformly from \[-degrees, degrees\], about the image
 /// centre (w/2, h/2), nearest-neighbour, corners filled with 0: torchvision's
