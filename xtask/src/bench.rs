@@ -24,7 +24,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use clap::Args;
-use robal::objective::{self, awp, AwpConfig, Objective, StepContext};
+use robal::objective::{awp, AwpConfig, Objective, StepContext};
 use robal::{EvalModel, Sgd, TrainConfig, TrainLoss};
 use robal_models::{Arch, Classifier, HeadConfig, Mode, ModelConfig};
 use serde_json::{json, Value};
@@ -222,7 +222,7 @@ fn objective_step(method: &str, dev: &Device) -> Result<(Box<dyn Objective>, Tra
     let path = crate::workspace::preset(&preset)?;
     let cfg = TrainConfig::load(&path, &[])?;
     let counts = robal_data::Profile::Exp { ratio: 0.02 }.counts(10, 5000.0)?;
-    Ok((objective::build(&cfg), TrainLoss::new(cfg.loss.clone(), &counts, dev)?, cfg.awp))
+    Ok((cfg.objective(), TrainLoss::new(cfg.loss.clone(), &counts, dev)?, cfg.awp))
 }
 
 fn impl_name(a: &BenchArgs) -> &'static str {

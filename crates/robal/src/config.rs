@@ -8,7 +8,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{invalid, Result, TrainError};
 use crate::losses::{class_balanced_weights, LossConfig, WeightedMean};
-use crate::objective::{AwpConfig, BnPasses, ClassBudget, EtfConfig, Method, ReatConfig};
+pub use crate::objective::{AttackBatchNorm, AttackStart};
+use crate::objective::{
+    AwpConfig, BnPasses, ClassBudget, EtfConfig, EtfRegularized, InnerAttack, InnerLoss, Method, Objective, PgdAt,
+    Plain, Reat, ReatConfig, Robal, Taet, Trades,
+};
 
 /// The training data sets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -668,57 +672,6 @@ pub struct AttackSection {
     pub batch_norm: AttackBatchNorm,
 }
 
-/// BatchNorm during the training attack.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum AttackBatchNorm {
-    /// Running statistics (evaluation mode): the attack changes nothing.
-    #[default]
-    Eval,
-    /// Each attack batch's own statistics, running statistics left as they were
-    /// (RobustLT's shared attack).
-    Batch,
-    /// **quirk** of AT-AWP's code: train mode, so every attack step also moves the
-    /// running statistics.
-    Train,
-    /// **quirk** of AT-AWP's CIFAR-10 script: as `train`, except the first batch of every
-    /// epoch after the first, attacked in eval mode (the previous epoch's test loop leaves
-    /// the model in eval mode, and `model.train()` only follows the attack).
-    TrainExceptEpochStart,
-}
-
-impl AttackBatchNorm {
-    /// Whether the attack of a step runs in train mode (`epoch_start`: the step is the
-    /// first of an epoch after the first).
-    pub fn train_mode(&self, epoch_start: bool) -> bool {
-        match self {
-            AttackBatchNorm::Eval => false,
-            AttackBatchNorm::Batch | AttackBatchNorm::Train => true,
-            AttackBatchNorm::TrainExceptEpochStart => !epoch_start,
-        }
-    }
-}
-
-impl AttackBatchNorm {
-    fn is_default(&self) -> bool {
-        *self == AttackBatchNorm::Eval
-    }
-}
-
-/// Start point of the training attack.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum AttackStart {
-    /// From the clean input.
-    Off,
-    /// x + U\[-eps, eps\] (the standard).
-    Uniform,
-    /// **quirk** of the RoBal reference code: x + eps U\[0, 1).
-    OneSided,
-    /// x + 0.001 N(0, 1) (TRADES, AT-BSL, TAET).
-    Normal,
-}
-
 /// Evaluation during and after training.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -1164,5 +1117,63 @@ impl TrainConfig {
             ));
         }
         Ok(())
+    }
+}
+
+/// How a config becomes the objects of training. These sit here, not in
+/// [`crate::objective`], so that the objectives know nothing of the config: the arrow
+/// goes one way, config -> objective.
+impl TrainConfig {
+    /// The objective `train.mode` names, with its inner attack from `[attack]`, and
+    /// MCAT's ETF term on top when `[etf]` is set.
+    pub fn objective(&self) -> Box<dyn Objective> {
+        let method = self.method();
+        match self.etf {
+            Some(config) => Box::new(EtfRegularized { inner: method, config }),
+            None => method,
+        }
+    }
+
+    fn method(&self) -> Box<dyn Objective> {
+        let t = &self.train;
+        let passes = t.bn_passes;
+        let attack = |loss, default_start| InnerAttack::from_config(self, loss, default_start);
+        match t.mode {
+            Method::Plain => Box::new(Plain),
+            Method::PgdAt => Box::new(PgdAt { attack: attack(InnerLoss::CrossEntropy, AttackStart::Uniform) }),
+            Method::Trades => {
+                Box::new(Trades { attack: attack(InnerLoss::TradesKl, AttackStart::Normal), beta: t.beta_reg, passes })
+            }
+            Method::Robal => Box::new(Robal {
+                attack: attack(InnerLoss::CrossEntropy, AttackStart::Uniform),
+                beta_adv: t.beta_adv,
+                beta_nat: t.beta_nat,
+                beta_reg: t.beta_reg,
+                passes,
+            }),
+            Method::Taet => {
+                Box::new(Taet { attack: attack(InnerLoss::CrossEntropy, AttackStart::Normal), weights: t.harl_weights })
+            }
+            Method::Reat => Box::new(Reat::new(
+                attack(InnerLoss::CrossEntropy, AttackStart::Uniform),
+                self.reat.unwrap_or_default(),
+            )),
+        }
+    }
+}
+
+impl InnerAttack {
+    /// The training attack of `cfg.attack` on `loss`, starting as `attack.random_start`
+    /// says or, when absent, as the method's `default_start`.
+    pub fn from_config(cfg: &TrainConfig, loss: InnerLoss, default_start: AttackStart) -> Self {
+        Self {
+            eps: cfg.attack.eps,
+            step_size: cfg.attack.step_size,
+            steps: cfg.attack.steps,
+            start: cfg.attack.random_start.unwrap_or(default_start),
+            loss,
+            shared_start: cfg.attack.class_budget.is_some_and(|b| b.shared_start),
+            batch_norm: cfg.attack.batch_norm,
+        }
     }
 }

@@ -26,7 +26,7 @@ use crate::config::{
 use crate::error::{Result, TrainError};
 use crate::evaluate::{quick_eval, QuickEval};
 use crate::losses::TrainLoss;
-use crate::objective::{self, awp, InnerAttack, InnerLoss, Method, Objective, Plain, StepContext};
+use crate::objective::{awp, InnerAttack, InnerLoss, Method, Objective, Plain, StepContext};
 use crate::optim::Sgd;
 use crate::run_dir::{
     config_differences, RunDir, RunState, CHECKPOINT_FILE, METRICS_FILE, MODEL_FILE, TRAIN_EVAL_FILE,
@@ -179,7 +179,7 @@ pub fn train(cfg: &TrainConfig, opts: &RunOptions, device: &Device) -> Result<Ru
     let model = build_model(cfg, &train_set, device)?;
     let mut sgd = Sgd::new(model.store().trainable(""), cfg.train.momentum, cfg.train.weight_decay)
         .with_nesterov(cfg.train.nesterov);
-    let chosen = objective::build(cfg);
+    let chosen = cfg.objective();
     let first_epoch = start_or_restore(&run, &config_text, saved, resume, &model, &mut sgd, chosen.as_ref(), device)?;
     let loss = TrainLoss::new(cfg.loss.clone(), &counts, device)?;
     let loader_cfg = LoaderConfig {

@@ -472,9 +472,9 @@ fn etf_objective_adds_the_weighted_term_to_the_methods_loss() {
         epoch_start: false,
     };
     let (x, y) = batch();
-    let plain = robal::objective::build(&cfg);
+    let plain = cfg.objective();
     cfg.etf = Some(robal::objective::EtfConfig { weight: 0.5 });
-    let with = robal::objective::build(&cfg);
+    let with = cfg.objective();
     // Both attacks before any train-mode pass (which moves BatchNorm's running statistics
     // that the eval-mode attack uses); the outer losses use batch statistics.
     let x_adv = plain.craft(&ctx, &x, &y).unwrap();

@@ -22,7 +22,7 @@ use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor};
 use robal::config::{AttackStart, InputNormalization};
-use robal::objective::{self, StepContext};
+use robal::objective::StepContext;
 use robal::{Sgd, TrainConfig, TrainLoss};
 use robal_data::cifar::read_batch_file;
 use robal_data::{Cifar, Dataset, Profile};
@@ -153,7 +153,7 @@ fn run(
     let model = model.to_dtype(dtype).unwrap();
     let initial: HashMap<String, Vec<f64>> = model.store().state().into_iter().map(|(n, t)| (n, values(&t))).collect();
     let loss = TrainLoss::new(cfg.loss.clone(), &counts, &dev).unwrap();
-    let method = objective::build(&cfg);
+    let method = cfg.objective();
     let mut sgd = Sgd::new(model.store().trainable(""), cfg.train.momentum, cfg.train.weight_decay)
         .with_nesterov(cfg.train.nesterov);
 

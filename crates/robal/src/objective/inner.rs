@@ -13,9 +13,9 @@ use robal_attacks::model::loss_and_grad;
 use robal_attacks::threat::{project, start, uniform_like, Norm, RandomStart};
 use robal_attacks::{Loss, Model};
 use robal_models::Mode;
+use serde::{Deserialize, Serialize};
 
 use super::{per_example, StepContext};
-use crate::config::{AttackBatchNorm, AttackStart};
 use crate::error::Result;
 use crate::losses::{rbl, trades_kl};
 
@@ -26,6 +26,58 @@ pub enum InnerLoss {
     CrossEntropy,
     /// KL(p(x) || p(x_adv)) against the clean prediction (TRADES).
     TradesKl,
+}
+
+/// BatchNorm during the training attack.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AttackBatchNorm {
+    /// Running statistics (evaluation mode): the attack changes nothing.
+    #[default]
+    Eval,
+    /// Each attack batch's own statistics, running statistics left as they were
+    /// (RobustLT's shared attack).
+    Batch,
+    /// **quirk** of AT-AWP's code: train mode, so every attack step also moves the
+    /// running statistics.
+    Train,
+    /// **quirk** of AT-AWP's CIFAR-10 script: as `train`, except the first batch of every
+    /// epoch after the first, attacked in eval mode (the previous epoch's test loop leaves
+    /// the model in eval mode, and `model.train()` only follows the attack).
+    TrainExceptEpochStart,
+}
+
+impl AttackBatchNorm {
+    /// Whether the attack of a step runs in train mode (`epoch_start`: the step is the
+    /// first of an epoch after the first).
+    pub fn train_mode(&self, epoch_start: bool) -> bool {
+        match self {
+            AttackBatchNorm::Eval => false,
+            AttackBatchNorm::Batch | AttackBatchNorm::Train => true,
+            AttackBatchNorm::TrainExceptEpochStart => !epoch_start,
+        }
+    }
+}
+
+impl AttackBatchNorm {
+    /// Whether this is the default, `eval` (configs leave it unwritten then).
+    pub fn is_default(&self) -> bool {
+        *self == AttackBatchNorm::Eval
+    }
+}
+
+/// Start point of the training attack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AttackStart {
+    /// From the clean input.
+    Off,
+    /// x + U\[-eps, eps\] (the standard).
+    Uniform,
+    /// **quirk** of the RoBal reference code: x + eps U\[0, 1).
+    OneSided,
+    /// x + 0.001 N(0, 1) (TRADES, AT-BSL, TAET).
+    Normal,
 }
 
 /// L-inf PGD for training.
@@ -58,20 +110,6 @@ impl Model for AttackView<'_> {
 }
 
 impl InnerAttack {
-    /// The training attack of `cfg.attack` on `loss`, starting as `attack.random_start`
-    /// says or, when absent, as the method's `default_start`.
-    pub fn from_config(cfg: &crate::config::TrainConfig, loss: InnerLoss, default_start: AttackStart) -> Self {
-        Self {
-            eps: cfg.attack.eps,
-            step_size: cfg.attack.step_size,
-            steps: cfg.attack.steps,
-            start: cfg.attack.random_start.unwrap_or(default_start),
-            loss,
-            shared_start: cfg.attack.class_budget.is_some_and(|b| b.shared_start),
-            batch_norm: cfg.attack.batch_norm,
-        }
-    }
-
     /// Adversarial examples for (x, y); per-example radii from `ctx.budget`, the start
     /// from `ctx.start` if given, else drawn from `ctx.seed` as `self.start` says.
     pub fn run(&self, ctx: &StepContext, x: &Tensor, y: &Tensor) -> Result<Tensor> {

@@ -17,6 +17,8 @@
 //! loss, ...) with the configured class weights. AT-BSL is [`PgdAt`] with the balanced
 //! softmax; RobustLT's per-class budgets ([`ClassBudget`]) and AWP ([`awp`]) plug into
 //! every method, and so does MCAT's ETF regulariser on the head ([`EtfRegularized`]).
+//! A config becomes its objective through [`crate::config::TrainConfig::objective`]:
+//! the objectives (and their settings types) import nothing from the config module.
 
 pub mod awp;
 mod budget;
@@ -36,7 +38,7 @@ use serde::{Deserialize, Serialize};
 pub use awp::{AwpConfig, AwpProxy, WeightPerturbation};
 pub use budget::ClassBudget;
 pub use etf::{EtfConfig, EtfRegularized};
-pub use inner::{InnerAttack, InnerLoss};
+pub use inner::{AttackBatchNorm, AttackStart, InnerAttack, InnerLoss};
 pub use pgd_at::PgdAt;
 pub use plain::Plain;
 pub use reat::{PredictionCount, Reat, ReatConfig};
@@ -44,7 +46,6 @@ pub use robal::Robal;
 pub use taet::Taet;
 pub use trades::Trades;
 
-use crate::config::{AttackStart, TrainConfig};
 use crate::error::Result;
 use crate::losses::{TrainLoss, WeightedMean};
 
@@ -178,42 +179,6 @@ pub trait Objective {
     /// Restore a [`Objective::state`] on resume.
     fn load_state(&self, _state: &str) -> Result<()> {
         Ok(())
-    }
-}
-
-/// The objective `cfg.train.mode` names, with its inner attack from `cfg.attack`, and
-/// MCAT's ETF term on top when `[etf]` is set.
-pub fn build(cfg: &TrainConfig) -> Box<dyn Objective> {
-    let method = build_method(cfg);
-    match cfg.etf {
-        Some(config) => Box::new(EtfRegularized { inner: method, config }),
-        None => method,
-    }
-}
-
-fn build_method(cfg: &TrainConfig) -> Box<dyn Objective> {
-    let t = &cfg.train;
-    let passes = t.bn_passes;
-    let attack = |loss, default_start| InnerAttack::from_config(cfg, loss, default_start);
-    match t.mode {
-        Method::Plain => Box::new(Plain),
-        Method::PgdAt => Box::new(PgdAt { attack: attack(InnerLoss::CrossEntropy, AttackStart::Uniform) }),
-        Method::Trades => {
-            Box::new(Trades { attack: attack(InnerLoss::TradesKl, AttackStart::Normal), beta: t.beta_reg, passes })
-        }
-        Method::Robal => Box::new(Robal {
-            attack: attack(InnerLoss::CrossEntropy, AttackStart::Uniform),
-            beta_adv: t.beta_adv,
-            beta_nat: t.beta_nat,
-            beta_reg: t.beta_reg,
-            passes,
-        }),
-        Method::Taet => {
-            Box::new(Taet { attack: attack(InnerLoss::CrossEntropy, AttackStart::Normal), weights: t.harl_weights })
-        }
-        Method::Reat => {
-            Box::new(Reat::new(attack(InnerLoss::CrossEntropy, AttackStart::Uniform), cfg.reat.unwrap_or_default()))
-        }
     }
 }
 
