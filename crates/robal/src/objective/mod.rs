@@ -67,6 +67,14 @@ pub enum Method {
     Reat,
 }
 
+impl Method {
+    /// Every method, as the table above lists them. A new method is its file, a variant,
+    /// its arm in `TrainConfig::objective` and its place here; the objectives test then
+    /// builds it from a config and runs one step (`tests/objectives.rs`).
+    pub const ALL: [Method; 6] =
+        [Method::Plain, Method::PgdAt, Method::Trades, Method::Robal, Method::Taet, Method::Reat];
+}
+
 impl std::fmt::Display for Method {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
