@@ -342,9 +342,11 @@ pub fn report(plan: &Plan) -> Result<()> {
         // than its config's epochs.
         let epochs: Vec<f64> = metrics[t.index]
             .iter()
-            .flat_map(|m| m.lines())
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter_map(|v| v.get("seconds").and_then(|s| s.as_f64()))
+            .flat_map(|m| robal::metrics::MetricsRecord::parse_all(m))
+            .filter_map(|r| match r {
+                robal::metrics::MetricsRecord::Epoch(e) => Some(e.seconds),
+                _ => None,
+            })
             .collect();
         let planned = plan.config(t)?.train.epochs;
         let training = match epochs.len() {

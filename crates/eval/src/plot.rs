@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use plotters::prelude::*;
+use robal::metrics::MetricsRecord;
 
 use crate::error::{file_err, EvalError, Result};
 
@@ -117,26 +118,25 @@ pub fn curves_from_metrics(text: &str) -> (Vec<Curve>, Vec<Curve>) {
         .iter()
         .map(|l| Curve { label: l.to_string(), points: vec![] })
         .collect();
-    for v in text.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()) {
-        if v.get("stage2").is_some() {
-            continue;
-        }
-        let Some(epoch) = v.get("epoch").and_then(|e| e.as_f64()) else { continue };
-        if let Some(q) = v.get("quick_eval") {
-            for (i, key) in [(2, "clean"), (3, "pgd")] {
-                if let Some(a) = q.get(key).and_then(|a| a.get("overall")).and_then(|a| a.as_f64()) {
-                    acc[i].points.push((epoch, 100.0 * a));
+    for record in MetricsRecord::parse_all(text) {
+        match record {
+            MetricsRecord::Epoch(r) => {
+                let epoch = r.epoch as f64;
+                loss.points.push((epoch, r.loss));
+                for (i, a) in [(0, r.clean_batch_acc), (1, r.adv_batch_acc)] {
+                    if let Some(a) = a {
+                        acc[i].points.push((epoch, 100.0 * a));
+                    }
                 }
             }
-            continue;
-        }
-        if let Some(l) = v.get("loss").and_then(|l| l.as_f64()) {
-            loss.points.push((epoch, l));
-        }
-        for (i, key) in [(0, "clean_batch_acc"), (1, "adv_batch_acc")] {
-            if let Some(a) = v.get(key).and_then(|a| a.as_f64()) {
-                acc[i].points.push((epoch, 100.0 * a));
+            MetricsRecord::QuickEval { epoch, quick_eval: q } => {
+                for (i, a) in [(2, q.clean.overall), (3, q.pgd.overall)] {
+                    if a.is_finite() {
+                        acc[i].points.push((epoch as f64, 100.0 * a));
+                    }
+                }
             }
+            MetricsRecord::Stage2 { .. } | MetricsRecord::Selection(_) => {}
         }
     }
     acc.retain(|c| !c.points.is_empty());

@@ -68,7 +68,7 @@ impl Accuracy {
 }
 
 /// Clean and PGD results on a test set.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct QuickEval {
     /// Images evaluated.
     pub images: usize,

@@ -12,6 +12,7 @@
 //! - [`train`](mod@train): the loop that runs an objective, with resumable
 //!   checkpoints, NaN guards, progress bars and a metrics file;
 //! - [`run_dir`]: a run folder's file names, its one-process lock and what it holds;
+//! - [`metrics`]: the typed lines of a run's `metrics.jsonl`, shared by writer and readers;
 //! - [`selection`]: a validation split held out of training and the best epoch on it;
 //! - [`splits`]: the training, validation and test splits a config's `[data]` names;
 //! - [`evaluate`]: clean and PGD accuracy per class and shot group.
@@ -20,6 +21,7 @@ pub mod config;
 pub mod error;
 pub mod evaluate;
 pub mod losses;
+pub mod metrics;
 pub mod objective;
 pub mod optim;
 pub mod run_dir;

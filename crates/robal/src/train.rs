@@ -26,6 +26,7 @@ use crate::config::{
 use crate::error::{Result, TrainError};
 use crate::evaluate::{quick_eval, QuickEval};
 use crate::losses::TrainLoss;
+use crate::metrics::{EpochRecord, MetricsRecord, SelectionRecord};
 use crate::objective::{awp, InnerAttack, InnerLoss, Method, Objective, Plain, StepContext};
 use crate::optim::Sgd;
 use crate::run_dir::{
@@ -93,10 +94,11 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
     move |source| TrainError::Io { path: path.display().to_string(), source }
 }
 
-fn append_metrics(run_dir: &Path, value: &serde_json::Value) -> Result<()> {
+fn append_metrics(run_dir: &Path, record: &MetricsRecord) -> Result<()> {
     let path = run_dir.join(METRICS_FILE);
+    let line = record.to_line()?;
     let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(io(&path))?;
-    writeln!(f, "{value}").map_err(io(&path))
+    writeln!(f, "{line}").map_err(io(&path))
 }
 
 fn scalar(t: &Tensor) -> Result<f32> {
@@ -527,9 +529,15 @@ impl EpochEnd<'_> {
         let (cfg, run_dir) = (self.cfg, self.run.path());
         append_metrics(
             run_dir,
-            &serde_json::json!({"epoch": epoch + 1, "lr": cfg.train.learning_rate(epoch, 0.0),
-                "loss": stats.loss, "clean_batch_acc": stats.clean, "adv_batch_acc": stats.adv,
-                "img_per_s": stats.images as f64 / stats.seconds, "seconds": stats.seconds}),
+            &MetricsRecord::Epoch(EpochRecord {
+                epoch: epoch + 1,
+                lr: cfg.train.learning_rate(epoch, 0.0),
+                loss: stats.loss,
+                clean_batch_acc: stats.clean,
+                adv_batch_acc: stats.adv,
+                img_per_s: stats.images as f64 / stats.seconds,
+                seconds: stats.seconds,
+            }),
         )?;
         let done = epoch + 1;
         // Selection before the checkpoint: a kill in between repeats the epoch and its
@@ -539,14 +547,16 @@ impl EpochEnd<'_> {
             let head = cfg.model.eval_head.unwrap_or(cfg.model.head);
             let value =
                 b.consider(&with_eval_head(self.model, head, cfg.model.posthoc_tau)?, done, run_dir, self.device)?;
-            let key = if cfg.eval.select_on_test {
-                "test_overall_pgd"
+            let mut record = SelectionRecord { epoch: done, ..SelectionRecord::default() };
+            let field = if cfg.eval.select_on_test {
+                &mut record.test_overall_pgd
             } else if cfg.eval.selection_autoattack > 0 {
-                "validation_balanced_autoattack"
+                &mut record.validation_balanced_autoattack
             } else {
-                "validation_balanced_pgd"
+                &mut record.validation_balanced_pgd
             };
-            append_metrics(run_dir, &serde_json::json!({"epoch": done, key: value}))?;
+            *field = Some(value);
+            append_metrics(run_dir, &MetricsRecord::Selection(record))?;
         }
         if done.is_multiple_of(cfg.train.checkpoint_every.max(1)) || done == cfg.train.epochs {
             // Commit protocol: the momentum of epoch `done` goes to its own file first,
@@ -561,7 +571,7 @@ impl EpochEnd<'_> {
         if due && done < cfg.train.epochs {
             let pgd = Pgd::linf(cfg.eval.eps, cfg.eval.step_size, cfg.eval.steps.min(10));
             let q = quick_eval(self.model, test_set, &pgd, cfg.eval.quick_limit, 128, 0, self.device)?;
-            append_metrics(run_dir, &serde_json::json!({"epoch": done, "quick_eval": q}))?;
+            append_metrics(run_dir, &MetricsRecord::QuickEval { epoch: done, quick_eval: q })?;
         }
         Ok(())
     }
@@ -692,7 +702,7 @@ fn second_stage(
         bar.finish_and_clear();
         append_metrics(
             run_dir,
-            &serde_json::json!({"stage2": s2.kind, "epoch": epoch + 1, "loss": sum / n.max(1) as f64}),
+            &MetricsRecord::Stage2 { stage2: s2.kind, epoch: epoch + 1, loss: sum / n.max(1) as f64 },
         )?;
     }
     Ok(())
@@ -729,10 +739,7 @@ fn keep_metrics_up_to(run_dir: &Path, epoch: usize) -> Result<()> {
     let Ok(text) = std::fs::read_to_string(&path) else { return Ok(()) };
     let kept: String = text
         .lines()
-        .filter(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap_or_default();
-            v.get("epoch").and_then(|e| e.as_u64()).is_none_or(|e| e as usize <= epoch)
-        })
+        .filter(|l| serde_json::from_str::<MetricsRecord>(l).map_or(true, |r| r.epoch() <= epoch))
         .map(|l| format!("{l}\n"))
         .collect();
     if kept != text {
