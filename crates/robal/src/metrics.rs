@@ -97,3 +97,14 @@ impl MetricsRecord {
         text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
     }
 }
+
+/// The epoch a metrics line names, whatever its other fields (a line of a shape this
+/// version does not know, or one a kill left half-formed but parseable, still has one):
+/// what resume uses to drop the lines of epochs after the checkpoint.
+pub fn line_epoch(line: &str) -> Option<usize> {
+    #[derive(Deserialize)]
+    struct EpochOnly {
+        epoch: Option<usize>,
+    }
+    serde_json::from_str::<EpochOnly>(line).ok()?.epoch
+}

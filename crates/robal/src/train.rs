@@ -739,7 +739,7 @@ fn keep_metrics_up_to(run_dir: &Path, epoch: usize) -> Result<()> {
     let Ok(text) = std::fs::read_to_string(&path) else { return Ok(()) };
     let kept: String = text
         .lines()
-        .filter(|l| serde_json::from_str::<MetricsRecord>(l).map_or(true, |r| r.epoch() <= epoch))
+        .filter(|l| crate::metrics::line_epoch(l).is_none_or(|e| e <= epoch))
         .map(|l| format!("{l}\n"))
         .collect();
     if kept != text {

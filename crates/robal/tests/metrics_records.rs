@@ -79,4 +79,8 @@ fn each_kind_of_line_is_told_apart() {
     let text = format!("{epoch}\n{{\"epoch\":5,\"something_new\":1}}\n{sel}\n");
     let all = MetricsRecord::parse_all(&text);
     assert_eq!(all.iter().map(MetricsRecord::epoch).collect::<Vec<_>>(), [3, 4]);
+    // ... but its epoch is still read, so resume can drop it with its epoch.
+    assert_eq!(robal::metrics::line_epoch("{\"epoch\":5,\"something_new\":1}"), Some(5));
+    assert_eq!(robal::metrics::line_epoch("{\"stage\":1}"), None);
+    assert_eq!(robal::metrics::line_epoch("{\"epoch\":5,\"lo"), None);
 }
