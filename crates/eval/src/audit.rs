@@ -174,6 +174,13 @@ impl Check {
         Self { check, verdict, message, paired: None, p_value: None }
     }
 
+    /// A check that is `severity` when `fired` and a pass otherwise; the message is what
+    /// was measured, followed by `consequence` when it fired.
+    fn fired(check: CheckId, fired: bool, severity: Verdict, measured: String, consequence: &str) -> Self {
+        let (verdict, consequence) = if fired { (severity, consequence) } else { (Verdict::Pass, "") };
+        Self::new(check, verdict, format!("{measured}{consequence}"))
+    }
+
     fn with_paired(mut self, p: Paired) -> Self {
         self.p_value = Some(p.p_value);
         self.paired = Some(p);
@@ -400,17 +407,18 @@ impl Sweep<'_> {
         let p_adj = (4.0 * p.p_value).min(1.0);
         let clean: Vec<String> = r.scale_sweep.iter().map(|s| format!("{:.1}", 100.0 * s.1)).collect();
         let fired = p_adj < self.config.alpha() && p.gap_points > self.config.threshold;
-        let mut c = Check::new(
+        let mut c = Check::fired(
             CheckId::LogitScale,
-            if fired { Verdict::Warning } else { Verdict::Pass },
+            fired,
+            Verdict::Warning,
             format!(
-                "PGD robust accuracy {:.1}% at the model's own logit scale, {:.1}% with logits x{factor:e} (clean {}%); {}, Bonferroni x4 p = {p_adj:.2e}{}",
+                "PGD robust accuracy {:.1}% at the model's own logit scale, {:.1}% with logits x{factor:e} (clean {}%); {}, Bonferroni x4 p = {p_adj:.2e}",
                 100.0 * accuracy(&own),
                 100.0 * (p.robust_b as f64 / p.n.max(1) as f64),
                 clean.join("/"),
                 p.describe(),
-                if fired { ": the paper's fake-gain signature" } else { "" }
             ),
+            ": the paper's fake-gain signature",
         )
         .with_paired(p);
         c.p_value = Some(p_adj);
@@ -433,15 +441,16 @@ impl Sweep<'_> {
         r.zero_grad_share = zero as f64 / n.max(1) as f64;
         let p_zero = binomial_upper_tail(n, zero, self.config.zero_grad_share);
         let fired = zero > 0 && p_zero < self.config.alpha();
-        let mut c = Check::new(
+        let mut c = Check::fired(
             CheckId::ZeroGradients,
-            if fired { Verdict::Warning } else { Verdict::Pass },
+            fired,
+            Verdict::Warning,
             format!(
-                "{zero} of {n} examples ({:.1}%) have an exactly zero input gradient of CE (tolerated {:.1}%, exact binomial p = {p_zero:.2e}){}",
+                "{zero} of {n} examples ({:.1}%) have an exactly zero input gradient of CE (tolerated {:.1}%, exact binomial p = {p_zero:.2e})",
                 100.0 * r.zero_grad_share,
                 100.0 * self.config.zero_grad_share,
-                if fired { ": gradient-based attacks cannot move them (saturated softmax or a non-differentiable layer)" } else { "" }
             ),
+            ": gradient-based attacks cannot move them (saturated softmax or a non-differentiable layer)",
         );
         c.p_value = Some(p_zero);
         r.push(c);
@@ -460,21 +469,18 @@ impl Sweep<'_> {
         let more = Paired::new(own, &r4);
         let fired = more.b_stronger(self.config.alpha(), self.config.threshold);
         r.push(
-            Check::new(
+            Check::fired(
                 CheckId::NotConverged,
-                if fired { Verdict::Info } else { Verdict::Pass },
+                fired,
+                Verdict::Info,
                 format!(
-                    "PGD-{steps} {:.1}%, PGD-{} {:.1}% ({}){}",
+                    "PGD-{steps} {:.1}%, PGD-{} {:.1}% ({})",
                     100.0 * accuracy(own),
                     4 * steps,
                     100.0 * accuracy(&r4),
                     more.describe(),
-                    if fired {
-                        ": the attack has not converged and the PGD figure is too high; use more steps"
-                    } else {
-                        ""
-                    }
                 ),
+                ": the attack has not converged and the PGD figure is too high; use more steps",
             )
             .with_paired(more),
         );
@@ -496,21 +502,18 @@ impl Sweep<'_> {
         let fall = Paired::new(own, &wide);
         let fired = 100.0 * accuracy(own) > self.config.threshold && fall.gap_points <= 0.0;
         r.push(
-            Check::new(
+            Check::fired(
                 CheckId::EpsNoFall,
-                if fired { Verdict::Warning } else { Verdict::Pass },
+                fired,
+                Verdict::Warning,
                 format!(
-                    "robust accuracy {:.1}% at eps {:.4}, {:.1}% at 4 eps ({}){}",
+                    "robust accuracy {:.1}% at eps {:.4}, {:.1}% at 4 eps ({})",
                     100.0 * accuracy(own),
                     settings.eps,
                     100.0 * accuracy(&wide),
                     fall.describe(),
-                    if fired {
-                        ": a larger radius breaks nothing more, so the attack is not working (gradient masking)"
-                    } else {
-                        ""
-                    }
                 ),
+                ": a larger radius breaks nothing more, so the attack is not working (gradient masking)",
             )
             .with_paired(fall),
         );

@@ -58,14 +58,6 @@ pub struct AttackEntry {
     pub build: fn(&AttackSettings) -> Option<Box<dyn Attack + Send + Sync>>,
 }
 
-fn start(s: &AttackSettings) -> RandomStart {
-    if s.random_start {
-        RandomStart::Uniform
-    } else {
-        RandomStart::Off
-    }
-}
-
 /// The attack registry: adding an attack is its file in robal-attacks, a variant of
 /// [`AttackSpec`] and one row here (the registry test then runs it on a tiny model).
 pub static ATTACKS: [AttackEntry; 12] = [
@@ -95,7 +87,7 @@ pub static ATTACKS: [AttackEntry; 12] = [
                 step_size: s.step_size,
                 steps: s.steps,
                 decay: 1.0,
-                random_start: start(s),
+                random_start: s.start(),
             }))
         },
     },
@@ -104,7 +96,7 @@ pub static ATTACKS: [AttackEntry; 12] = [
         token: "cw",
         margin_based: true,
         autoattack: None,
-        build: |s| Some(Box::new(Pgd { random_start: start(s), ..Pgd::cw(s.eps, s.step_size, s.steps, s.kappa) })),
+        build: |s| Some(Box::new(Pgd { random_start: s.start(), ..Pgd::cw(s.eps, s.step_size, s.steps, s.kappa) })),
     },
     AttackEntry {
         spec: AttackSpec::AutoAttackPaper,
@@ -253,12 +245,18 @@ impl AttackSettings {
         Ok(())
     }
 
+    /// The random start of PGD, MIM and CW: uniform in the ball, or none.
+    fn start(&self) -> RandomStart {
+        if self.random_start {
+            RandomStart::Uniform
+        } else {
+            RandomStart::Off
+        }
+    }
+
     /// PGD on cross-entropy with these settings.
     pub fn pgd(&self) -> Pgd {
-        Pgd {
-            random_start: if self.random_start { RandomStart::Uniform } else { RandomStart::Off },
-            ..Pgd::linf(self.eps, self.step_size, self.steps)
-        }
+        Pgd { random_start: self.start(), ..Pgd::linf(self.eps, self.step_size, self.steps) }
     }
 
     /// The AutoAttack an entry stands for, run through [`AutoAttack::evaluate`] so that

@@ -85,6 +85,17 @@ fn batch() -> (Tensor, Tensor) {
     (x, Tensor::new(&[0u32, 1, 2, 7, 8, 9], &Device::Cpu).unwrap())
 }
 
+/// A plain step context on `model`: no class weights, budgets or given start.
+fn context<'a>(model: &'a Classifier, loss: &'a TrainLoss, seed: u64) -> StepContext<'a> {
+    StepContext { model, loss, weights: None, seed, budget: None, start: None, epoch_start: false }
+}
+
+/// The MNIST-LT PGD-AT preset with `overrides`.
+fn pgd_at_preset(overrides: &[String]) -> robal::TrainConfig {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/mnist-lt-pgd-at.toml");
+    robal::TrainConfig::load(&path, overrides).unwrap_or_else(|e| panic!("{overrides:?}: {e}"))
+}
+
 fn bits(m: &Classifier) -> Vec<(String, Vec<u32>)> {
     m.store()
         .state()
@@ -387,8 +398,7 @@ fn attack_batch_norm_modes_use_and_keep_the_statistics_they_say() {
     let y = Tensor::from_vec((0..8u32).collect::<Vec<_>>(), 8, &Device::Cpu).unwrap();
     m.forward(&x, Mode::Train).unwrap(); // running statistics away from their init
     let loss = TrainLoss::new(LossConfig::Ce, &[1; 10], &Device::Cpu).unwrap();
-    let ctx =
-        StepContext { model: &m, loss: &loss, weights: None, seed: 3, budget: None, start: None, epoch_start: false };
+    let ctx = context(&m, &loss, 3);
     let running = || -> Vec<Vec<f32>> {
         m.store().state().iter().filter(|(n, _)| n.contains("running")).map(|(_, t)| t.to_vec1().unwrap()).collect()
     };
@@ -455,22 +465,10 @@ fn etf_regularizer_gradient_matches_finite_differences() {
 /// and everything else (the crafted inputs, the logits) is the method's.
 #[test]
 fn etf_objective_adds_the_weighted_term_to_the_methods_loss() {
-    let mut cfg = robal::TrainConfig::load(
-        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/mnist-lt-pgd-at.toml"),
-        &[],
-    )
-    .unwrap();
+    let mut cfg = pgd_at_preset(&[]);
     let model = small_model();
     let loss = TrainLoss::new(LossConfig::Ce, model.class_counts().unwrap(), &Device::Cpu).unwrap();
-    let ctx = StepContext {
-        model: &model,
-        loss: &loss,
-        weights: None,
-        seed: 5,
-        budget: None,
-        start: None,
-        epoch_start: false,
-    };
+    let ctx = context(&model, &loss, 5);
     let (x, y) = batch();
     let plain = cfg.objective();
     cfg.etf = Some(robal::objective::EtfConfig { weight: 0.5 });
@@ -493,22 +491,12 @@ fn etf_objective_adds_the_weighted_term_to_the_methods_loss() {
 /// loss, and a gradient reaching the head. A new method is tested here with no new test.
 #[test]
 fn every_method_builds_from_its_name_and_runs_a_step() {
-    let preset = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/mnist-lt-pgd-at.toml");
     for method in robal::objective::Method::ALL {
-        let cfg = robal::TrainConfig::load(&preset, &[format!("train.mode={method}")])
-            .unwrap_or_else(|e| panic!("{method}: {e}"));
+        let cfg = pgd_at_preset(&[format!("train.mode={method}")]);
         assert_eq!(cfg.train.mode, method);
         let model = small_model();
         let loss = TrainLoss::new(LossConfig::Ce, model.class_counts().unwrap(), &Device::Cpu).unwrap();
-        let ctx = StepContext {
-            model: &model,
-            loss: &loss,
-            weights: None,
-            seed: 5,
-            budget: None,
-            start: None,
-            epoch_start: false,
-        };
+        let ctx = context(&model, &loss, 5);
         let (x, y) = batch();
         let objective = cfg.objective();
         let x_adv = objective.craft(&ctx, &x, &y).unwrap();
